@@ -1,0 +1,214 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Block-wise local self-attention with a halo (HaloNet), as HaloAE uses it.
+
+Paper: Vaswani et al., "Scaling Local Self-Attention for Parameter Efficient Visual Backbones"
+(CVPR 2021), eq. 2-3; used by HaloAE (Mathian et al., 2022) in every encoder/decoder bottleneck.
+
+The map is cut into non-overlapping ``block x block`` query blocks; each block attends to the
+``(block + 2 * halo)**2`` window around it. Logits are content-content (q.k) plus content-geometry
+(q.r) terms, with separable relative-position tables for rows and columns indexed exactly as
+lucidrains/halonet-pytorch and timm do (query x in block coordinates, key j in window coordinates,
+table row ``j - x + window - 1``), so weights port between the three.
+
+Padded keys: this layer follows the *masked* HaloNet convention (lucidrains after the fix of
+issue #4): keys that fall outside the feature map (the halo around the border and the padding
+added when a side is not a multiple of the block) are excluded from the softmax. The HaloNet
+paper and timm instead let zero-padded keys take part with only their positional logit.
+Maps whose sides are not multiples of the block are padded at the bottom/right, the padded
+queries are computed and cropped away.
+
+Projections (q, k, v) are 1x1 convolutions applied once to the whole map, *before* blocking; the
+halo windows are then strided views (``Tensor.unfold``), never re-projected per window. The
+attention itself runs through ``F.scaled_dot_product_attention``; the positional logits and the
+padding mask are folded into augmented query/key vectors (see ``_augment``) so that the fused
+kernels need no (queries x keys) bias tensor.
+
+``kind="legacy"`` reproduces the published HaloAE code (a copy of halonet-pytorch 0.0.4) exactly:
+its mask is inverted (``masked_fill_(valid, -max)``), so interior blocks output the mean of V over
+the window, border blocks only the output bias, and q, k and the position tables receive exactly
+zero gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ATTENTION_KINDS = ("halo", "legacy", "none")
+
+# Large finite negative logit for masked keys: exp() underflows to 0 in fp32/bf16, and unlike -inf
+# it keeps the fused kernels' backward free of 0 * inf.
+_MASKED_LOGIT = -1.0e4
+
+
+class HaloAttention(nn.Module):
+    """Halo (block-local) multi-head self-attention on a ``(B, C, H, W)`` map.
+
+    Args:
+        dim (int): channels of the input and output map.
+        block_size (int): side of each query block, >= 1. (default: 12)
+        halo_size (int): width of the band of extra keys around each block, >= 0. (default: 2)
+        heads (int): attention heads. (default: 8)
+        dim_head (int): channels per head; the inner width is ``heads * dim_head``. (default: 16)
+        kind (str): ``"halo"`` (working attention) or ``"legacy"`` (the published HaloAE code,
+            inverted mask). (default: "halo")
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        block_size: int = 12,
+        halo_size: int = 2,
+        heads: int = 8,
+        dim_head: int = 16,
+        kind: str = "halo",
+    ) -> None:
+        super().__init__()
+        if dim < 1 or heads < 1 or dim_head < 1:
+            raise ValueError(f"dim, heads and dim_head must be >= 1, got {dim}, {heads}, {dim_head}")
+        if block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {block_size}")
+        if halo_size < 0:
+            raise ValueError(f"halo_size must be >= 0, got {halo_size}")
+        if kind not in ("halo", "legacy"):
+            raise ValueError(f"kind must be 'halo' or 'legacy', got {kind!r}")
+        self.dim = dim
+        self.block_size = block_size
+        self.halo_size = halo_size
+        self.heads = heads
+        self.dim_head = dim_head
+        self.kind = kind
+        self.win_size = block_size + 2 * halo_size  # neighbourhood window side
+        self.scale = dim_head**-0.5
+        inner = heads * dim_head
+        self.to_q = nn.Conv2d(dim, inner, 1, bias=False)
+        self.to_kv = nn.Conv2d(dim, 2 * inner, 1, bias=False)
+        self.to_out = nn.Conv2d(inner, dim, 1)
+        self.rel_height = nn.Parameter(torch.empty(2 * self.win_size - 1, dim_head))
+        self.rel_width = nn.Parameter(torch.empty(2 * self.win_size - 1, dim_head))
+        # rel_index[x, j] = row of the relative table for query x (block coords), key j (window coords)
+        x = torch.arange(block_size)[:, None]
+        j = torch.arange(self.win_size)[None, :]
+        self.register_buffer("rel_index", j - x + self.win_size - 1, persistent=False)
+        self._mask_cache: dict[tuple, torch.Tensor] = {}
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # as halonet-pytorch / the HaloAE code: tables ~ N(0, 1/dim_head); the model-level init
+        # (kaiming normal, zero bias) then overwrites the projections, as the original does.
+        nn.init.normal_(self.rel_height, std=self.scale)
+        nn.init.normal_(self.rel_width, std=self.scale)
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, block_size={self.block_size}, halo_size={self.halo_size}, "
+            f"heads={self.heads}, dim_head={self.dim_head}, kind={self.kind!r}"
+        )
+
+    # ---------------------------------------------------------------- geometry
+    def _key_valid(self, H: int, W: int, device: torch.device) -> torch.Tensor:
+        """(num_blocks, win*win) bool: True where the key lies inside the original H x W map."""
+        key = (H, W, str(device))
+        mask = self._mask_cache.get(key)
+        if mask is None:
+            b, h, win = self.block_size, self.halo_size, self.win_size
+            n_h, n_w = -(-H // b), -(-W // b)
+            rows = torch.arange(n_h, device=device)[:, None] * b - h + torch.arange(win, device=device)
+            cols = torch.arange(n_w, device=device)[:, None] * b - h + torch.arange(win, device=device)
+            row_ok = (rows >= 0) & (rows < H)  # (n_h, win)
+            col_ok = (cols >= 0) & (cols < W)  # (n_w, win)
+            mask = row_ok[:, None, :, None] & col_ok[None, :, None, :]  # n_h, n_w, win, win
+            mask = mask.reshape(n_h * n_w, win * win)
+            self._mask_cache[key] = mask
+        return mask
+
+    def _blocks(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Project once, then cut into query blocks and halo windows.
+
+        Returns q (B*heads, N, b*b, d), k and v (B*heads, N, win*win, d) with N = blocks per map.
+        """
+        B, _, H, W = x.shape
+        b, h, win, d = self.block_size, self.halo_size, self.win_size, self.dim_head
+        n_h, n_w = -(-H // b), -(-W // b)
+        pad_h, pad_w = n_h * b - H, n_w * b - W
+        q = self.to_q(x)  # B, heads*d, H, W
+        kv = self.to_kv(x)  # B, 2*heads*d, H, W
+        if pad_h or pad_w:
+            q = F.pad(q, (0, pad_w, 0, pad_h))
+        q = q.reshape(B * self.heads, d, n_h, b, n_w, b).permute(0, 2, 4, 3, 5, 1)
+        q = q.reshape(B * self.heads, n_h * n_w, b * b, d)  # B*heads, N, b*b, d
+        kv = F.pad(kv, (h, h + pad_w, h, h + pad_h))
+        kv = kv.unfold(2, win, b).unfold(3, win, b)  # B, 2*heads*d, n_h, n_w, win, win
+        kv = kv.reshape(B, 2, self.heads, d, n_h * n_w, win * win).permute(1, 0, 2, 4, 5, 3)
+        kv = kv.reshape(2, B * self.heads, n_h * n_w, win * win, d)  # 2, B*heads, N, win*win, d
+        return q, kv[0], kv[1]
+
+    def _positional_logits(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Content-geometry logits of each query against window rows and columns.
+
+        q: (B*heads, N, b*b, d) -> (rows, cols), each (B*heads, N, b*b, win): ``q . r``.
+        """
+        b = self.block_size
+        qb = q.unflatten(2, (b, b))  # BH, N, y, x, d
+        rel_h = self.rel_height[self.rel_index]  # y, win, d
+        rel_w = self.rel_width[self.rel_index]  # x, win, d
+        rows = torch.einsum("nkyxd,yid->nkyxi", qb, rel_h).flatten(2, 3)
+        cols = torch.einsum("nkyxd,xjd->nkyxj", qb, rel_w).flatten(2, 3)
+        return rows, cols
+
+    def _augment(self, q, k, v, valid):
+        """Fold the positional logits and the padding mask into the dot product.
+
+        logit(i, j) = s*q_i.k_j + s*q_i.r_h[i, row_j] + s*q_i.r_w[i, col_j] + mask_j
+                    = [s*q_i, s*rows_i, s*cols_i, 1] . [k_j, onehot(row_j), onehot(col_j), m_j]
+        so SDPA (scale=1) sees plain q/k of width d + 2*win + 1 and no bias tensor. All three are
+        zero-padded to one width, a multiple of 8, which the fused (flash) kernels require.
+        """
+        win, d = self.win_size, self.dim_head
+        width = -(-(d + 2 * win + 1) // 8) * 8
+        rows, cols = self._positional_logits(q)
+        one = q.new_ones(q.shape[:-1] + (1,))
+        q_aug = torch.cat([q * self.scale, rows * self.scale, cols * self.scale, one], dim=-1)
+        eye = torch.eye(win, dtype=k.dtype, device=k.device)
+        onehot = torch.cat([eye.repeat_interleave(win, 0), eye.repeat(win, 1)], dim=-1)  # win*win, 2win
+        m = torch.zeros(valid.shape, dtype=k.dtype, device=k.device).masked_fill(~valid, _MASKED_LOGIT)
+        geo = torch.cat([onehot.expand(valid.shape[0], -1, -1), m[..., None]], dim=-1)  # N, win*win, 2win+1
+        k_aug = torch.cat([k, geo.expand(k.shape[0], -1, -1, -1)], dim=-1)
+        pad = width - q_aug.shape[-1]
+        return F.pad(q_aug, (0, pad)), F.pad(k_aug, (0, pad)), F.pad(v, (0, width - d))
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        if C != self.dim:
+            raise ValueError(f"HaloAttention expects {self.dim} channels, got {C}")
+        b = self.block_size
+        n_h, n_w = -(-H // b), -(-W // b)
+        q, k, v = self._blocks(x)
+        valid = self._key_valid(H, W, x.device)  # N, win*win
+        if self.kind == "legacy":
+            out = self._legacy_attend(q, k, v, valid)
+        else:
+            q_aug, k_aug, v_aug = self._augment(q, k, v, valid)
+            out = F.scaled_dot_product_attention(q_aug, k_aug, v_aug, scale=1.0)[..., : self.dim_head]
+        # out: B*heads, N, b*b, d -> B, heads*d, H, W
+        out = out.reshape(B, self.heads, n_h, n_w, b, b, self.dim_head).permute(0, 1, 6, 2, 4, 3, 5)
+        out = out.reshape(B, self.heads * self.dim_head, n_h * b, n_w * b)[:, :, :H, :W]
+        return self.to_out(out)
+
+    def _legacy_attend(self, q, k, v, valid):
+        """The published code's attention, inverted mask included (valid keys get -max)."""
+        rows, cols = self._positional_logits(q)
+        # relative logits broadcast over the window: (.., b*b, win rows, win cols)
+        rel = rows[..., :, None] + cols[..., None, :]
+        sim = (q @ k.transpose(-1, -2) + rel.flatten(-2)) * self.scale
+        sim = sim.masked_fill(valid[:, None, :], -torch.finfo(sim.dtype).max)
+        return sim.softmax(dim=-1) @ v
+
+
+def make_attention(kind: str, dim: int, **kwargs) -> nn.Module:
+    """The attention layer of one bottleneck: ``halo``, ``legacy`` or ``none`` (identity)."""
+    if kind == "none":
+        return nn.Identity()
+    return HaloAttention(dim, kind=kind, **kwargs)

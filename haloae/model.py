@@ -1,0 +1,287 @@
+# SPDX-License-Identifier: Apache-2.0
+"""HaloAE (Mathian et al., 2022) and the architectures of its Table 4 ablation, as pure nn.Modules.
+
+Blocks (paper Fig. 2), with the numbers of the authors' code for a 256x256 input:
+    B  frozen VGG19 -> fm (B, 704, 64, 64)                         haloae.backbone
+    C  HaloNet encoder: 5x5 conv (pad 0) 704->234, 64->60; one bottleneck per stage
+       234 -> 234 -> 117 -> 58 -> 29                       -> code (B, 29, 60, 60)
+       "transposed" HaloNet decoder 29 -> 29 -> 59 -> 118 -> 237 -> 704, nearest 60->64
+                                                           -> fm_hat (B, 704, 64, 64)
+    D  image decoder: reflection-pad 3x3 conv + ReLU 704->380->190->95->47->23->3, two x2 nearest
+                                                           -> im_hat (B, 3, 256, 256)
+    E  classifier: Linear(3*256*256, 2) on the flattened im_hat (on fm_hat without block D)
+
+Other rows of Table 4 (``model.arch``): ``ae_l2`` / ``ae_ssim`` (Bergmann et al.'s convolutional
+image AE), ``block_c_only`` (the HaloNet AE on the image, no backbone), ``block_c_cnn`` (DFR's 1x1
+convolutional feature AE in place of block C). ``model.attention`` = ``halo`` | ``legacy`` | ``none``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from haloae.attention import make_attention
+from haloae.backbone import FeatureExtractor
+from haloae.config import HaloAEConfig
+
+
+class HaloAEOutput(NamedTuple):
+    """What one forward pass produces; parts a variant lacks are None."""
+
+    fm: torch.Tensor | None  # (B, C, S/4, S/4) target features (no grad)
+    code: torch.Tensor | None  # (B, C_code, h, w) encoded map
+    fm_hat: torch.Tensor | None  # reconstruction of fm
+    im_hat: torch.Tensor | None  # (B, 3, S, S) reconstructed image
+    logits: torch.Tensor | None  # (B, 2) original (0) vs CutPaste (1)
+
+
+def _conv(transposed: bool, c_in: int, c_out: int, kernel: int, bias: bool = False) -> nn.Module:
+    # at stride 1 a ConvTranspose2d with padding k//2 keeps the size (it is a convolution with a
+    # flipped kernel); kept as ConvTranspose2d so weights match the original decoder
+    cls = nn.ConvTranspose2d if transposed else nn.Conv2d
+    return cls(c_in, c_out, kernel, stride=1, padding=kernel // 2, bias=bias)
+
+
+class HaloBottleneck(nn.Module):
+    """One HaloNet bottleneck as HaloAE builds it (Table 1), encoder or transposed decoder.
+
+    1x1 conv, BN, ReLU -> attention -> ReLU -> kxk conv, BN -> + identity (1x1 conv + BN when the
+    width changes) -> ReLU. No BN after the attention, as in the original.
+    """
+
+    def __init__(
+        self,
+        c_in: int,
+        inner: int,
+        c_out: int,
+        kernel: int = 3,
+        heads: int = 8,
+        dim_head: int = 16,
+        block_size: int = 12,
+        halo_size: int = 2,
+        attention: str = "halo",
+        transposed: bool = False,
+        unused_stride2_conv: bool = False,
+    ) -> None:
+        super().__init__()
+        self.conv1 = _conv(transposed, c_in, inner, 1)
+        self.bn1 = nn.BatchNorm2d(inner)
+        self.attn = make_attention(
+            attention, inner, block_size=block_size, halo_size=halo_size, heads=heads, dim_head=dim_head
+        )
+        self.conv2 = _conv(transposed, inner, c_out, kernel)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = (
+            nn.Identity() if c_in == c_out else nn.Sequential(_conv(transposed, c_in, c_out, 1), nn.BatchNorm2d(c_out))
+        )
+        if unused_stride2_conv:
+            # the original builds this 3x3 stride-2 conv in every block and never calls it
+            self.unused_conv = _conv(transposed, c_out, c_out, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.attn(out))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+def _stages(
+    c_in: int, inner: tuple[int, ...], outs: tuple[int, ...], kernels, heads, cfg, transposed: bool
+) -> nn.Sequential:
+    m = cfg.model
+    blocks = []
+    for w_inner, w_out, k, h in zip(inner, outs, kernels, heads, strict=True):
+        blocks.append(
+            HaloBottleneck(
+                c_in, w_inner, w_out, k, h, m.dim_head, m.block_size, m.halo_size, m.attention, transposed,
+                m.unused_stride2_convs,
+            )
+        )
+        c_in = w_out
+    return nn.Sequential(*blocks)
+
+
+class HaloNetEncoder(nn.Module):
+    """Block C, first half: head conv (no padding: 64 -> 60) + one bottleneck per stage."""
+
+    def __init__(self, c_in: int, cfg: HaloAEConfig) -> None:
+        super().__init__()
+        m = cfg.model
+        widths = m.encoder_widths
+        self.head = nn.Sequential(
+            nn.Conv2d(c_in, widths[0], m.head_kernel, padding=0, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
+        )
+        self.stages = _stages(widths[0], widths, widths, m.encoder_kernels, m.encoder_heads, cfg, transposed=False)
+        self.out_channels = widths[-1]
+
+    def forward(self, fm: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.head(fm))
+
+
+class HaloNetDecoder(nn.Module):
+    """Block C, second half: the "transposed" HaloNet, then nearest upsampling to fm's size."""
+
+    def __init__(self, c_in: int, c_out: int, out_size: int, cfg: HaloAEConfig) -> None:
+        super().__init__()
+        m = cfg.model
+        outs = (*m.decoder_widths, c_out)
+        inner = m.decoder_inner_widths or outs
+        self.stages = _stages(c_in, inner, outs, m.decoder_kernels, m.decoder_heads, cfg, transposed=True)
+        self.out_size = out_size
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(self.stages(code), size=(self.out_size, self.out_size), mode="nearest")
+
+
+class FeatureCAE(nn.Module):
+    """DFR's convolutional feature AE (1x1 convs), "Block C as CNN" in Table 4.
+
+    C -> (C + 2d)/2 -> 2d -> d (code) -> 2d -> (C + 2d)/2 -> C, BN + ReLU between (Shi et al., 2021).
+    """
+
+    def __init__(self, channels: int, latent: int) -> None:
+        super().__init__()
+        mid = (channels + 2 * latent) // 2
+
+        def layer(a: int, b: int) -> list[nn.Module]:
+            return [nn.Conv2d(a, b, 1), nn.BatchNorm2d(b), nn.ReLU()]
+
+        self.encoder = nn.Sequential(*layer(channels, mid), *layer(mid, 2 * latent), nn.Conv2d(2 * latent, latent, 1))
+        self.decoder = nn.Sequential(*layer(latent, 2 * latent), *layer(2 * latent, mid), nn.Conv2d(mid, channels, 1))
+
+
+class ImageDecoder(nn.Module):
+    """Block D: fm_hat -> im_hat with reflection-padded 3x3 convs + ReLU and x2 nearest upsampling."""
+
+    def __init__(self, c_in: int, widths: tuple[int, ...], upscale: int, final_relu: bool = True) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for w in widths:
+            layers += [nn.ReflectionPad2d(1), nn.Conv2d(c_in, w, 3), nn.ReLU()]
+            c_in = w
+        # tails: c_in -> 3 then 3 -> 3, each followed by x2 nearest (two tails for the paper's 4x)
+        n_tails = max(1, upscale.bit_length() - 1)
+        for i in range(n_tails):
+            last = i == n_tails - 1
+            layers += [nn.ReflectionPad2d(1), nn.Conv2d(c_in, 3, 3)]
+            if final_relu or not last:
+                layers.append(nn.ReLU())
+            if upscale > 1:
+                layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
+            c_in = 3
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, fm_hat: torch.Tensor) -> torch.Tensor:
+        return self.net(fm_hat)
+
+
+class ConvImageAE(nn.Module):
+    """Bergmann et al. (2019)'s convolutional AE on images: AE-L2 / AE-SSIM of Table 4.
+
+    Four stride-2 4x4 convs halve the image to S/16, 3x3 convs refine, a valid S/16 conv makes a
+    ``latent``-dim code; the decoder mirrors it with transposed convs. LeakyReLU(0.2).
+    """
+
+    def __init__(self, image_size: int, latent: int = 100) -> None:
+        super().__init__()
+        spec = [(32, 4, 2), (32, 4, 2), (32, 3, 1), (64, 4, 2), (64, 3, 1), (128, 4, 2), (64, 3, 1), (32, 3, 1)]
+        enc: list[nn.Module] = []
+        c = 3
+        for w, k, s in spec:
+            enc += [nn.Conv2d(c, w, k, s, padding=1), nn.LeakyReLU(0.2)]
+            c = w
+        side = image_size // 16
+        enc.append(nn.Conv2d(c, latent, side))  # (B, latent, 1, 1)
+        dec: list[nn.Module] = [nn.ConvTranspose2d(latent, c, side), nn.LeakyReLU(0.2)]
+        for (w, k, s), (w_next, _, _) in zip(reversed(spec), [*reversed(spec[:-1]), (3, 0, 0)], strict=True):
+            dec.append(nn.ConvTranspose2d(w, w_next, k, s, padding=1))
+            if w_next != 3:
+                dec.append(nn.LeakyReLU(0.2))
+        self.encoder = nn.Sequential(*enc)
+        self.decoder = nn.Sequential(*dec)
+
+
+class HaloAE(nn.Module):
+    """The whole model for one ``HaloAEConfig``; ``forward(images) -> HaloAEOutput``.
+
+    Inputs are ImageNet-normalised images ``(B, 3, S, S)``. The backbone is frozen; everything else
+    trains. ``model.arch`` picks the Table 4 row.
+    """
+
+    def __init__(self, cfg: HaloAEConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        m = cfg.model
+        self.arch = m.arch
+        self.backbone: nn.Module | None = None
+        self.encoder: nn.Module = nn.Identity()
+        self.decoder: nn.Module = nn.Identity()
+        self.image_decoder: nn.Module | None = None
+        self.classifier: nn.Module | None = None
+        if m.arch in ("ae_l2", "ae_ssim"):
+            ae = ConvImageAE(m.image_size, m.ae_latent_dim)
+            self.encoder, self.decoder = ae.encoder, ae.decoder
+        else:
+            bb = m.backbone
+            self.backbone = FeatureExtractor(bb.name, bb.layers, bb.weights, m.image_size, bb.pool)
+            channels, side = self.backbone.out_channels, m.image_size // bb.pool
+            if m.arch == "block_c_cnn":
+                cae = FeatureCAE(channels, m.cae_latent_dim)
+                self.encoder, self.decoder = cae.encoder, cae.decoder
+            else:  # haloae, block_c_only
+                self.encoder = HaloNetEncoder(channels, cfg)
+                self.decoder = HaloNetDecoder(self.encoder.out_channels, channels, side, cfg)
+            if m.image_decoder:
+                self.image_decoder = ImageDecoder(channels, m.image_decoder_widths, bb.pool, m.image_decoder_final_relu)
+            if m.classifier:
+                flat = 3 * m.image_size**2 if m.image_decoder else channels * side**2
+                self.classifier = nn.Linear(flat, 2)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """As the original ``initialize_weights``: kaiming normal (fan_in) on every conv, transposed
+        conv and linear of blocks C and D (attention projections included), zero biases, BN (1, 0).
+        The classifier keeps PyTorch's default init, as the original (it is not in that call)."""
+        for part in (self.encoder, self.decoder, self.image_decoder):
+            if part is None:
+                continue
+            for module in part.modules():
+                if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+                    nn.init.kaiming_normal_(module.weight)
+                    if module.bias is not None:
+                        nn.init.zeros_(module.bias)
+                elif isinstance(module, nn.BatchNorm2d):
+                    nn.init.ones_(module.weight)
+                    nn.init.zeros_(module.bias)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """fm for a batch of images (frozen backbone, no grad); cacheable by callers."""
+        if self.backbone is None:
+            return images
+        return self.backbone(images)
+
+    def forward(self, images: torch.Tensor, fm: torch.Tensor | None = None) -> HaloAEOutput:
+        """``images`` (B, 3, S, S); pass ``fm`` when the frozen features are already computed."""
+        if self.arch in ("ae_l2", "ae_ssim"):
+            code = self.encoder(images)
+            return HaloAEOutput(None, code, None, self.decoder(code), None)
+        fm = self.features(images) if fm is None else fm
+        code = self.encoder(fm)
+        fm_hat = self.decoder(code)
+        im_hat = self.image_decoder(fm_hat) if self.image_decoder is not None else None
+        logits = None
+        if self.classifier is not None:
+            logits = self.classifier(torch.flatten(im_hat if im_hat is not None else fm_hat, 1))
+        return HaloAEOutput(fm, code, fm_hat, im_hat, logits)
+
+
+def count_parameters(module: nn.Module, trainable: bool = True) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable)
+
+
+def build_model(cfg: HaloAEConfig) -> HaloAE:
+    return HaloAE(cfg)

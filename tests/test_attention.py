@@ -1,0 +1,164 @@
+# SPDX-License-Identifier: Apache-2.0
+"""HaloAttention against an explicit per-pixel window attention written here, and its legacy kind."""
+
+import math
+
+import pytest
+import torch
+
+from haloae.attention import HaloAttention, make_attention
+
+
+def naive_halo_attention(attn: HaloAttention, x: torch.Tensor, legacy: bool = False) -> torch.Tensor:
+    """Each query pixel attends, head by head, to every pixel of its block's halo window.
+
+    Written independently of the layer: loops over pixels, looks keys up by absolute position,
+    adds q . (r_h[row] + r_w[col]) with the table row ``key_window_pos - query_block_pos + win - 1``,
+    and skips keys outside the map (legacy: gives *valid* keys -max, padded keys keep q . r with
+    k = v = 0, as the published code does).
+    """
+    x = x.double()
+    B, _, H, W = x.shape
+    b, h, win, d, heads = attn.block_size, attn.halo_size, attn.win_size, attn.dim_head, attn.heads
+    wq = attn.to_q.weight.double()[:, :, 0, 0]
+    wk, wv = attn.to_kv.weight.double()[:, :, 0, 0].chunk(2, dim=0)
+    q = torch.einsum("oc,bchw->bhwo", wq, x).reshape(B, H, W, heads, d)
+    k = torch.einsum("oc,bchw->bhwo", wk, x).reshape(B, H, W, heads, d)
+    v = torch.einsum("oc,bchw->bhwo", wv, x).reshape(B, H, W, heads, d)
+    rel_h, rel_w = attn.rel_height.double(), attn.rel_width.double()
+    out = torch.zeros(B, H, W, heads, d, dtype=torch.float64)
+    zero = torch.zeros(B, heads, d, dtype=torch.float64)
+    for yy in range(H):
+        for xx in range(W):
+            y0, x0 = (yy // b) * b - h, (xx // b) * b - h
+            qy, qx = yy % b, xx % b
+            qq = q[:, yy, xx]
+            logits, values = [], []
+            for i in range(win):
+                for j in range(win):
+                    ky, kx = y0 + i, x0 + j
+                    inside = 0 <= ky < H and 0 <= kx < W
+                    if not inside and not legacy:
+                        continue
+                    kk = k[:, ky, kx] if inside else zero
+                    vv = v[:, ky, kx] if inside else zero
+                    pos = rel_h[i - qy + win - 1] + rel_w[j - qx + win - 1]
+                    logit = ((qq * kk).sum(-1) + (qq * pos).sum(-1)) / math.sqrt(d)
+                    if legacy and inside:
+                        logit = torch.full_like(logit, -torch.finfo(torch.float32).max)
+                    logits.append(logit)
+                    values.append(vv)
+            p = torch.stack(logits, -1).softmax(-1)  # B, heads, n_keys
+            out[:, yy, xx] = torch.einsum("bhn,bnhd->bhd", p, torch.stack(values, 1))
+    out = out.reshape(B, H, W, heads * d)
+    w_out, b_out = attn.to_out.weight.double()[:, :, 0, 0], attn.to_out.bias.double()
+    return (torch.einsum("oc,bhwc->bohw", w_out, out) + b_out[None, :, None, None]).float()
+
+
+def _layer(dim, block, halo, heads=2, dim_head=4, kind="halo", seed=0):
+    torch.manual_seed(seed)
+    attn = HaloAttention(dim, block_size=block, halo_size=halo, heads=heads, dim_head=dim_head, kind=kind)
+    with torch.no_grad():  # non-trivial bias and tables so every term matters
+        attn.to_out.bias.normal_()
+        attn.rel_height.normal_()
+        attn.rel_width.normal_()
+    return attn
+
+
+@pytest.mark.parametrize(
+    "H,W,block,halo",
+    [(8, 8, 4, 1), (6, 9, 3, 2), (7, 5, 3, 1), (5, 11, 4, 2), (4, 4, 1, 0), (6, 6, 6, 0), (5, 5, 2, 3), (3, 3, 5, 1)],
+)
+def test_matches_naive_window_attention(H, W, block, halo):
+    attn = _layer(dim=6, block=block, halo=halo)
+    x = torch.randn(2, 6, H, W)
+    ours = attn(x)
+    ref = naive_halo_attention(attn, x)
+    assert ours.shape == (2, 6, H, W)
+    rel = (ours - ref).abs().max() / ref.abs().max()
+    assert rel < 1e-5, f"relative error {rel:.2e}"
+
+
+def test_any_width_uses_inner_width_and_output_projection():
+    attn = _layer(dim=29, block=3, halo=1, heads=8, dim_head=16)  # 29 % 8 != 0, as HaloAE's widths
+    assert attn.to_q.out_channels == 128 and attn.to_out.out_channels == 29
+    x = torch.randn(1, 29, 6, 6)
+    assert (attn(x) - naive_halo_attention(attn, x)).abs().max() < 1e-4
+
+
+def test_q_k_and_position_tables_receive_gradients():
+    attn = _layer(dim=8, block=3, halo=1)
+    attn(torch.randn(2, 8, 7, 7)).square().sum().backward()
+    inner = attn.heads * attn.dim_head
+    for name, grad in [
+        ("q", attn.to_q.weight.grad),
+        ("k", attn.to_kv.weight.grad[:inner]),
+        ("v", attn.to_kv.weight.grad[inner:]),
+        ("rel_height", attn.rel_height.grad),
+        ("rel_width", attn.rel_width.grad),
+    ]:
+        assert grad is not None and grad.abs().sum() > 0, f"{name} got no gradient"
+
+
+def test_padded_keys_are_masked_not_attended():
+    # a border pixel's output must not depend on what padding would contribute: compare a map with
+    # its zero-extended version cropped back - different halos, same valid neighbourhood => equal
+    attn = _layer(dim=4, block=2, halo=1)
+    x = torch.randn(1, 4, 4, 4)
+    out = attn(x)
+    ref = naive_halo_attention(attn, x)  # skips outside keys entirely
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_legacy_reproduces_the_published_inverted_mask():
+    attn = _layer(dim=6, block=3, halo=1, kind="legacy")
+    x = torch.randn(2, 6, 9, 9, requires_grad=True)
+    out = attn(x)
+    ref = naive_halo_attention(attn, x.detach(), legacy=True)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    blocks = out.reshape(2, 6, 3, 3, 3, 3)  # B, C, by, y, bx, x
+    # every 3x3 block outputs one constant per channel
+    assert torch.allclose(blocks, blocks[:, :, :, :1, :, :1].expand_as(blocks), atol=1e-6)
+    # border blocks output only the projection bias; the interior block the mean of V over its window
+    bias = attn.to_out.bias[None, :, None, None]
+    torch.testing.assert_close(out[:, :, :3, :3], bias.expand(2, 6, 3, 3), rtol=0, atol=1e-6)
+    v = attn.to_kv(x)[:, attn.heads * attn.dim_head :]
+    mean_v = v[:, :, 2:7, 2:7].mean(dim=(2, 3))
+    expected = attn.to_out(mean_v[:, :, None, None])[:, :, 0, 0]
+    torch.testing.assert_close(out[:, :, 4, 4], expected, rtol=1e-5, atol=1e-5)
+    out.square().sum().backward()
+    inner = attn.heads * attn.dim_head
+    assert attn.to_q.weight.grad.abs().max() == 0
+    assert attn.to_kv.weight.grad[:inner].abs().max() == 0
+    assert attn.rel_height.grad.abs().max() == 0 and attn.rel_width.grad.abs().max() == 0
+    assert attn.to_kv.weight.grad[inner:].abs().sum() > 0  # V and the projection still learn
+
+
+def test_working_attention_is_not_constant_per_block():
+    attn = _layer(dim=6, block=3, halo=1)
+    out = attn(torch.randn(1, 6, 9, 9)).reshape(1, 6, 3, 3, 3, 3)
+    assert (out - out[:, :, :, :1, :, :1]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"block_size": 0}, "block_size"),
+        ({"halo_size": -1}, "halo_size"),
+        ({"heads": 0}, "heads"),
+        ({"kind": "global"}, "kind"),
+    ],
+)
+def test_constructor_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        HaloAttention(8, **kwargs)
+
+
+def test_wrong_channel_count_is_reported():
+    with pytest.raises(ValueError, match="expects 8 channels"):
+        HaloAttention(8, block_size=2, halo_size=1)(torch.randn(1, 4, 4, 4))
+
+
+def test_make_attention_none_is_identity():
+    assert isinstance(make_attention("none", 8), torch.nn.Identity)
+    assert isinstance(make_attention("halo", 8, block_size=2, halo_size=1), HaloAttention)

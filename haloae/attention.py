@@ -18,10 +18,11 @@ Maps whose sides are not multiples of the block are padded at the bottom/right, 
 queries are computed and cropped away.
 
 Projections (q, k, v) are 1x1 convolutions applied once to the whole map, *before* blocking; the
-halo windows are then strided views (``Tensor.unfold``), never re-projected per window. The
-attention itself runs through ``F.scaled_dot_product_attention``; the positional logits and the
-padding mask are folded into augmented query/key vectors (see ``_augment``) so that the fused
-kernels need no (queries x keys) bias tensor.
+halo windows are then strided views (``Tensor.unfold``), never re-projected per window. On CUDA
+the attention runs through ``F.scaled_dot_product_attention``, with the positional logits and the
+padding mask folded into augmented query/key vectors (see ``_augment``) so that the fused kernels
+need no (queries x keys) bias tensor. On CPU a small autograd function with in-place logits and a
+hand-written backward is faster (``_BlockAttention``).
 
 ``kind="legacy"`` reproduces the published HaloAE code (a copy of halonet-pytorch 0.0.4) exactly:
 its mask is inverted (``masked_fill_(valid, -max)``), so interior blocks output the mean of V over
@@ -40,6 +41,46 @@ ATTENTION_KINDS = ("halo", "legacy", "none")
 # Large finite negative logit for masked keys: exp() underflows to 0 in fp32/bf16, and unlike -inf
 # it keeps the fused kernels' backward free of 0 * inf.
 _MASKED_LOGIT = -1.0e4
+
+
+class _BlockAttention(torch.autograd.Function):
+    """``softmax(q k^T + rows[.., iy] + cols[.., ix] + mask) v`` with a hand-written backward.
+
+    The CPU path: one (queries x keys) logit matrix per block, updated in place, and a backward
+    that reuses the saved probabilities; the positional gradients are row/column sums of dS.
+    q (G, N, Q, d) pre-scaled, k and v (G, N, K, d), rows and cols (G, N, Q, win) pre-scaled,
+    mask (N, K) additive (0 or a large negative), K = win * win.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, rows, cols, mask):
+        G, N, Q, _ = q.shape
+        win = rows.shape[-1]
+        logits = torch.matmul(q, k.transpose(-1, -2))  # G, N, Q, K
+        grid = logits.view(G, N, Q, win, win)  # key = (row iy, col ix) of the window
+        grid.add_(rows.unsqueeze(-1)).add_(cols.unsqueeze(-2))
+        logits.add_(mask.unsqueeze(1))
+        # softmax in place: no second (queries x keys) buffer to allocate and page in
+        probs = logits.sub_(logits.amax(-1, keepdim=True)).exp_()
+        probs.div_(probs.sum(-1, keepdim=True))
+        del grid
+        out = torch.matmul(probs, v)  # G, N, Q, d
+        ctx.save_for_backward(q, k, v, probs, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, d_out):
+        q, k, v, probs, out = ctx.saved_tensors
+        G, N, Q, _ = q.shape
+        win = int(round(k.shape[2] ** 0.5))
+        d_v = torch.matmul(probs.transpose(-1, -2), d_out)
+        d_logits = torch.matmul(d_out, v.transpose(-1, -2))  # dP, then dS in place
+        d_logits.sub_((d_out * out).sum(-1, keepdim=True)).mul_(probs)
+        grid = d_logits.view(G, N, Q, win, win)
+        d_rows, d_cols = grid.sum(-1), grid.sum(-2)
+        d_q = torch.matmul(d_logits, k)
+        d_k = torch.matmul(d_logits.transpose(-1, -2), q)
+        return d_q, d_k, d_v, d_rows, d_cols, None
 
 
 class HaloAttention(nn.Module):
@@ -189,9 +230,15 @@ class HaloAttention(nn.Module):
         valid = self._key_valid(H, W, x.device)  # N, win*win
         if self.kind == "legacy":
             out = self._legacy_attend(q, k, v, valid)
-        else:
+        elif x.device.type == "cuda":
+            # fused SDPA kernels (flash / memory-efficient): no logit matrix in memory
             q_aug, k_aug, v_aug = self._augment(q, k, v, valid)
             out = F.scaled_dot_product_attention(q_aug, k_aug, v_aug, scale=1.0)[..., : self.dim_head]
+        else:
+            # CPU: SDPA would run at the augmented width (3.5x the work); explicit in-place logits win
+            rows, cols = self._positional_logits(q)
+            mask = torch.zeros(valid.shape, dtype=q.dtype, device=q.device).masked_fill(~valid, _MASKED_LOGIT)
+            out = _BlockAttention.apply(q * self.scale, k, v, rows * self.scale, cols * self.scale, mask)
         # out: B*heads, N, b*b, d -> B, heads*d, H, W
         out = out.reshape(B, self.heads, n_h, n_w, b, b, self.dim_head).permute(0, 1, 6, 2, 4, 3, 5)
         out = out.reshape(B, self.heads * self.dim_head, n_h * b, n_w * b)[:, :, :H, :W]

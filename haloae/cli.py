@@ -18,10 +18,11 @@ class _OneLineErrors(click.Group):
     def invoke(self, ctx: click.Context):
         from haloae.backbone import BackboneWeightsError
         from haloae.config import ConfigError
+        from haloae.data import DatasetError
 
         try:
             return super().invoke(ctx)
-        except (ConfigError, BackboneWeightsError) as exc:
+        except (ConfigError, BackboneWeightsError, DatasetError) as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(2)
 
@@ -84,6 +85,61 @@ def summary(preset: str, variant: str | None, overrides: tuple[str, ...], batch:
         module = getattr(model, part)
         click.echo(f"{part:14s} {count_parameters(module) if module is not None else 0:>12,d}")
     click.echo(f"{'trainable':14s} {count_parameters(model):>12,d}")
+
+
+@main.command()
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Dataset root to write.")
+@click.option("--categories", default=None, help="Comma-separated synthetic categories (default: all).")
+@click.option("--size", default=128, show_default=True, help="Image side in pixels.")
+@click.option("--seed", default=0, show_default=True)
+def synth(out_dir: str, categories: str | None, size: int, seed: int) -> None:
+    """Write a synthetic MVTec-format dataset (textures and objects with exact defect masks)."""
+    from haloae.synth import SYNTH_CATEGORIES, generate
+
+    names = [c.strip() for c in categories.split(",")] if categories else None
+    for name in names or []:
+        if name not in SYNTH_CATEGORIES:
+            raise click.UsageError(f"--categories: unknown {name!r}; valid: {', '.join(SYNTH_CATEGORIES)}")
+    written = generate(out_dir, categories=names, size=size, seed=seed)
+    click.echo(f"wrote {len(written)} categories to {out_dir}: {', '.join(written)}")
+
+
+@main.command()
+@click.option("--data-root", required=True, type=click.Path(), help="MVTec AD root (folders per category).")
+@click.option("--category", required=True)
+@_PRESET
+@_VARIANT
+@_SET
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from OUT/checkpoint.pt.")
+def train(data_root, category, preset, variant, overrides, out_dir, resume) -> None:
+    """Train one HaloAE run on one category; validation picks the checkpoint, test is reported."""
+    from haloae.config import HaloAEConfig
+    from haloae.train import fit, prepare_data
+
+    cfg = HaloAEConfig.from_overrides(preset, list(overrides), variant=variant)
+    data = prepare_data(cfg, data_root, category)  # validates the folder before any training
+    result = fit(cfg, data, out_dir, resume=resume)
+    _print_metrics(result.metrics)
+    click.echo(f"best epoch {result.best_epoch}; run directory {result.out_dir}")
+
+
+@main.command()
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--data-root", required=True, type=click.Path())
+@click.option("--category", required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print every metric as JSON.")
+def evaluate(checkpoint, data_root, category, as_json) -> None:
+    """Evaluate a checkpoint on a category's validation and test data (every Table S1 scoring)."""
+    from haloae.train import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(checkpoint, data_root, category)
+    click.echo(json.dumps(metrics, indent=2, sort_keys=True)) if as_json else _print_metrics(metrics)
+
+
+def _print_metrics(metrics: dict) -> None:
+    for key in sorted(k for k in metrics if k.count("/") == 1):
+        click.echo(f"{key:28s} {metrics[key]:.4f}")
 
 
 if __name__ == "__main__":

@@ -162,3 +162,30 @@ def test_wrong_channel_count_is_reported():
 def test_make_attention_none_is_identity():
     assert isinstance(make_attention("none", 8), torch.nn.Identity)
     assert isinstance(make_attention("halo", 8, block_size=2, halo_size=1), HaloAttention)
+
+
+def test_cpu_block_attention_backward_passes_gradcheck():
+    from haloae.attention import _BlockAttention
+
+    torch.manual_seed(0)
+    G, N, Q, win, d = 2, 3, 4, 3, 5
+    q, k, v = (torch.randn(G, N, n, d, dtype=torch.float64, requires_grad=True) for n in (Q, win * win, win * win))
+    rows, cols = (torch.randn(G, N, Q, win, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    mask = torch.zeros(N, win * win, dtype=torch.float64)
+    mask[0, :2] = -1e4
+    assert torch.autograd.gradcheck(lambda *t: _BlockAttention.apply(*t, mask), (q, k, v, rows, cols))
+
+
+def test_fused_sdpa_path_matches_the_cpu_path():
+    """The CUDA path (augmented q/k through scaled_dot_product_attention), run here on the CPU."""
+    import torch.nn.functional as F
+
+    attn = _layer(dim=6, block=3, halo=2).double()
+    x = torch.randn(2, 6, 7, 8, dtype=torch.float64)
+    q, k, v = attn._blocks(x)
+    q_aug, k_aug, v_aug = attn._augment(q, k, v, attn._key_valid(7, 8, x.device))
+    assert q_aug.shape[-1] % 8 == 0
+    fused = F.scaled_dot_product_attention(q_aug, k_aug, v_aug, scale=1.0)[..., : attn.dim_head]
+    fused = fused.reshape(2, attn.heads, 3, 3, 3, 3, attn.dim_head).permute(0, 1, 6, 2, 4, 3, 5)
+    fused = attn.to_out(fused.reshape(2, attn.heads * attn.dim_head, 9, 9)[:, :, :7, :8])
+    torch.testing.assert_close(fused, attn(x))

@@ -1,0 +1,377 @@
+# SPDX-License-Identifier: Apache-2.0
+"""MVTec AD data: scan and validate a category, load images and masks, split, augment.
+
+The layout is MVTec AD's (Bergmann et al., CVPR 2019)::
+
+    <root>/<category>/train/good/*.png
+    <root>/<category>/test/<defect>/*.png                  (defect "good" = normal)
+    <root>/<category>/ground_truth/<defect>/<stem>_mask.png (none for good)
+
+Steps, in the order a run uses them:
+
+1. ``scan_category`` lists and validates *every* file before any training starts; each problem is
+   a one-line ``DatasetError`` naming the file or folder. Categories outside the 15 official names
+   (``haloae.synth``'s ``synth_*``) are accepted when they have the layout.
+2. ``split_train_val`` holds out some train/good images. ``make_validation_set`` turns them into
+   a labelled validation set (each image once as is and once with a synthetic defect and its
+   exact mask), so checkpoints and hyperparameters are chosen without the test set (the original
+   code chose them on the test set; see ``shared/reference/original-code-notes.md``, Defect 3).
+3. ``TrainDataset`` serves (original, CutPaste, CutPaste-scar) triplets, normalised with the
+   ImageNet statistics; ``load_eval_set`` loads test (or any) samples un-normalised in [0, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from haloae.config import CutPasteConfig, HaloAEConfig
+from haloae.cutpaste import color_jitter, cutpaste, cutpaste_scar
+
+CATEGORIES = (
+    "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut",
+    "pill", "screw", "tile", "toothbrush", "transistor", "wood", "zipper",
+)  # fmt: skip
+TEXTURES = ("carpet", "grid", "leather", "tile", "wood")
+OBJECTS = tuple(c for c in CATEGORIES if c not in TEXTURES)
+GRAYSCALE = ("grid", "screw", "zipper")  # stored as 1-channel images; loaded as 3 equal channels
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+GOOD = "good"
+MASK_SUFFIX = "_mask"
+
+
+class DatasetError(ValueError):
+    """The dataset on disk is malformed; the one-line message names the offending file or folder."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    defect: str  # "good" or the name of the test/<defect> folder
+    mask: Path | None  # ground-truth mask; None for good images
+
+    @property
+    def label(self) -> int:
+        """0 for a good image, 1 for an anomalous one."""
+        return int(self.defect != GOOD)
+
+
+@dataclass(frozen=True)
+class CategoryFiles:
+    train: list[Sample]  # train/good, sorted by path
+    test: list[Sample]  # test/<defect>, sorted by defect then path
+
+    @property
+    def defects(self) -> list[str]:
+        """The anomalous defect types of the test set, sorted (``good`` excluded)."""
+        return sorted({s.defect for s in self.test if s.defect != GOOD})
+
+
+# ---------------------------------------------------------------------- scanning and validation
+def _images_in(folder: Path) -> list[Path]:
+    """Image files directly in ``folder``, sorted; hidden and non-image files are ignored."""
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def available_categories(root: str | Path) -> list[str]:
+    """Folders under ``root`` that look like categories (they have a ``train`` folder), sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return [p.name for p in _subfolders(root) if (p / "train").is_dir()]
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image after checking that PIL can read it; DatasetError otherwise."""
+    try:
+        with Image.open(path) as image:
+            size = image.size
+            image.verify()  # checks the file's structure and checksums without decoding the pixels
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ...
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise DatasetError(f"{path}: unreadable image ({reason})") from exc
+    return size
+
+
+def scan_category(root: str | Path, category: str, known_categories: Sequence[str] | None = None) -> CategoryFiles:
+    """List and validate one category's files; raises a one-line ``DatasetError`` on the first problem.
+
+    ``known_categories``, when given, restricts the accepted names (e.g. to ``CATEGORIES``);
+    otherwise any folder under ``root`` with the MVTec layout is a category. Every image and mask
+    is opened and verified, and each mask must have its image's size, so that a bad file fails
+    here, in seconds, and not hours into a training run.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset root not found")
+    if known_categories is not None and category not in known_categories:
+        raise DatasetError(f"{category}: unknown category; known: {', '.join(known_categories)}")
+    folder = root / category
+    if not folder.is_dir():
+        available = ", ".join(available_categories(root)) or "none"
+        raise DatasetError(
+            f"{folder}: unknown category {category!r} (no such folder); available under {root}: {available}"
+        )
+
+    train_dir = folder / "train" / GOOD
+    if not train_dir.is_dir():
+        raise DatasetError(f"{train_dir}: missing folder (training images go in train/good)")
+    train = [Sample(p, GOOD, None) for p in _images_in(train_dir)]
+    if not train:
+        raise DatasetError(f"{train_dir}: empty folder (no training images)")
+
+    test_dir = folder / "test"
+    if not test_dir.is_dir():
+        raise DatasetError(f"{test_dir}: missing folder (test images go in test/<defect>)")
+    defect_dirs = _subfolders(test_dir)
+    if not defect_dirs:
+        raise DatasetError(f"{test_dir}: empty folder (no test/<defect> folders)")
+
+    # Every mask, keyed by (defect, image stem); pairing removes them, leftovers are unpaired.
+    gt_dir = folder / "ground_truth"
+    masks: dict[tuple[str, str], Path] = {}
+    for mask_dir in _subfolders(gt_dir) if gt_dir.is_dir() else []:
+        for mask in _images_in(mask_dir):
+            if mask_dir.name == GOOD:
+                raise DatasetError(f"{mask}: unexpected mask (good images have no masks)")
+            if not mask.stem.endswith(MASK_SUFFIX):
+                raise DatasetError(
+                    f"{mask}: unexpected file in ground_truth (masks are named <image stem>{MASK_SUFFIX}.png)"
+                )
+            masks[(mask_dir.name, mask.stem[: -len(MASK_SUFFIX)])] = mask
+
+    test: list[Sample] = []
+    for defect_dir in defect_dirs:
+        images = _images_in(defect_dir)
+        if not images:
+            raise DatasetError(f"{defect_dir}: empty folder (no test images)")
+        for image in images:
+            mask = None
+            if defect_dir.name != GOOD:
+                mask = masks.pop((defect_dir.name, image.stem), None)
+                if mask is None:
+                    expected = gt_dir / defect_dir.name / f"{image.stem}{MASK_SUFFIX}.png"
+                    raise DatasetError(f"{image}: defect image without its mask (expected {expected})")
+            test.append(Sample(image, defect_dir.name, mask))
+    if masks:
+        (defect, stem), mask = min(masks.items(), key=lambda item: item[1])
+        raise DatasetError(f"{mask}: mask without its image (expected {test_dir / defect / stem}.png)")
+
+    for sample in [*train, *test]:
+        size = _image_size(sample.path)
+        if sample.mask is not None:
+            mask_size = _image_size(sample.mask)
+            if mask_size != size:
+                raise DatasetError(
+                    f"{sample.mask}: mask is {mask_size[0]}x{mask_size[1]} but its image {sample.path.name} is {size[0]}x{size[1]}"
+                )
+    return CategoryFiles(train=train, test=test)
+
+
+# ---------------------------------------------------------------------- images and masks
+def _read_rgb(path: str | Path, size: int) -> np.ndarray:
+    """An image as uint8 ``(size, size, 3)``: grayscale stacked to 3 channels, alpha dropped."""
+    with Image.open(path) as image:
+        rgb = image.convert("RGB")
+    if rgb.size != (size, size):
+        # PIL widens the bilinear filter's support when downscaling: an antialiased resize.
+        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def load_image(path: str | Path, size: int) -> torch.Tensor:
+    """An image as float ``(3, size, size)`` in [0, 1] (bilinear, antialiased resize)."""
+    return torch.from_numpy(_read_rgb(path, size).copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def load_mask(path: str | Path, size: int) -> torch.Tensor:
+    """A ground-truth mask as float ``(1, size, size)`` in {0, 1} (nearest resize; any value > 0 is 1)."""
+    with Image.open(path) as image:
+        gray = image.convert("L")
+    if gray.size != (size, size):
+        gray = gray.resize((size, size), Image.Resampling.NEAREST)  # no blending of 0 and 255
+    return torch.from_numpy(np.asarray(gray) > 0).float()[None]
+
+
+def _stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = torch.tensor(IMAGENET_MEAN, dtype=images.dtype, device=images.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=images.dtype, device=images.device).view(3, 1, 1)
+    return mean, std
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """``(..., 3, H, W)`` in [0, 1] -> ImageNet-normalised (the backbones' input)."""
+    mean, std = _stats(images)
+    return (images - mean) / std
+
+
+def denormalize(images: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``normalize``."""
+    mean, std = _stats(images)
+    return images * std + mean
+
+
+# ---------------------------------------------------------------------- splits and evaluation sets
+def split_train_val(train: Sequence[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Hold out ``val_fraction`` of the train/good images: (train, val), both sorted, disjoint, non-empty.
+
+    Deterministic: the input is sorted by path first, then permuted by a generator seeded with
+    ``seed``, so the split depends only on the file names and the seed.
+    """
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction: must be in (0, 1), got {val_fraction}")
+    ordered = sorted(train, key=lambda s: str(s.path))
+    if len(ordered) < 2:
+        where = ordered[0].path.parent if ordered else "train/good"
+        raise DatasetError(
+            f"{where}: at least 2 training images are needed to hold some out for validation, got {len(ordered)}"
+        )
+    n_val = min(len(ordered) - 1, max(1, round(len(ordered) * val_fraction)))
+    held_out = set(np.random.default_rng(seed).permutation(len(ordered))[:n_val].tolist())
+    kept = [s for i, s in enumerate(ordered) if i not in held_out]
+    val = [s for i, s in enumerate(ordered) if i in held_out]
+    return kept, val
+
+
+@dataclass
+class EvalSet:
+    """Labelled images for scoring. Images are in [0, 1], *not* normalised."""
+
+    images: torch.Tensor  # (N, 3, S, S) float in [0, 1]
+    masks: torch.Tensor  # (N, 1, S, S) float in {0, 1}; zeros for good images
+    labels: torch.Tensor  # (N,) long: 0 good, 1 anomalous
+    defects: list[str]  # per image: "good", a test defect folder, or "synthetic_<kind>"
+    paths: list[str]  # per image: the source file
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def load_eval_set(samples: Sequence[Sample], size: int) -> EvalSet:
+    """Load samples (a test set, typically) with their masks at ``size`` x ``size``."""
+    if not samples:
+        raise ValueError("samples: an evaluation set needs at least one image")
+    images = torch.stack([load_image(s.path, size) for s in samples])
+    masks = torch.stack(
+        [load_mask(s.mask, size) if s.mask is not None else torch.zeros(1, size, size) for s in samples]
+    )
+    labels = torch.tensor([s.label for s in samples], dtype=torch.long)
+    return EvalSet(images, masks, labels, [s.defect for s in samples], [str(s.path) for s in samples])
+
+
+def make_validation_set(val_samples: Sequence[Sample], size: int, seed: int) -> EvalSet:
+    """A validation set from held-out train/good images only: each appears once as good and once
+    with a synthetic defect (``haloae.synth.synthesize_anomaly``) and its exact mask.
+
+    Deterministic by ``seed``. The defect kinds are taken in turn (offset by the seed), so every
+    kind is represented once there are five or more images. Test images are refused: anything
+    selected on this set must not have seen the test set.
+    """
+    from haloae.synth import ANOMALY_KINDS, synthesize_anomaly
+
+    if not val_samples:
+        raise ValueError("val_samples: a validation set needs at least one held-out image")
+    ordered = sorted(val_samples, key=lambda s: str(s.path))
+    for sample in ordered:
+        if sample.defect != GOOD or sample.path.parent.parent.name != "train":
+            raise DatasetError(f"{sample.path}: validation images must come from train/good, never from test")
+    goods = [load_image(s.path, size) for s in ordered]
+    anomalies, masks, kinds = [], [], []
+    for i, image in enumerate(goods):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, i]))
+        kind = ANOMALY_KINDS[(i + seed) % len(ANOMALY_KINDS)]
+        anomalous, mask, kind = synthesize_anomaly(image, rng, kind)
+        anomalies.append(anomalous)
+        masks.append(mask)
+        kinds.append(f"synthetic_{kind}")
+    n = len(ordered)
+    paths = [str(s.path) for s in ordered]
+    return EvalSet(
+        images=torch.stack(goods + anomalies),
+        masks=torch.cat([torch.zeros(n, 1, size, size), torch.stack(masks)]),
+        labels=torch.cat([torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.long)]),
+        defects=[GOOD] * n + kinds,
+        paths=paths + paths,
+    )
+
+
+# ---------------------------------------------------------------------- training data
+class TrainDataset(Dataset):
+    """train/good images with the original's augmentation: ColorJitter, then CutPaste and scar.
+
+    Images are decoded and resized once, at construction, into a uint8 cache ``(N, 3, S, S)``.
+    ``dataset[i]`` returns normalised float tensors ``(original, cutpaste, scar)`` (or
+    ``(original,)`` when CutPaste is disabled); the original is the colour-jittered image and the
+    other two are made from it, so they differ from it only inside the pasted regions.
+
+    Randomness comes only from a generator seeded with ``(seed, epoch, index)``: the same triple
+    gives the same tensors whatever the worker count, process or global RNG. Call ``set_epoch``
+    before each epoch's loader iterator is created (non-persistent workers copy the dataset then),
+    or index with ``(epoch, index)`` to carry the epoch explicitly (persistent workers).
+    ``index`` may be >= ``len(self)``: it picks image ``index % len(self)`` but keeps its own random
+    stream, so a loop that draws more samples than images per epoch (the original repeats the
+    training set to 3000 samples) gets a fresh augmentation for each draw.
+    """
+
+    def __init__(
+        self, samples: Sequence[Sample], image_size: int, cutpaste: CutPasteConfig | None = None, seed: int = 0
+    ):
+        if not samples:
+            raise ValueError("samples: a training set needs at least one image")
+        self.paths = [s.path for s in samples]
+        self.image_size = image_size
+        self.cutpaste = cutpaste if cutpaste is not None else CutPasteConfig()
+        self.seed = seed
+        self.epoch = 0
+        self.images = torch.stack(
+            [torch.from_numpy(_read_rgb(s.path, image_size).copy()).permute(2, 0, 1) for s in samples]
+        )
+
+    @classmethod
+    def from_config(cls, samples: Sequence[Sample], cfg: HaloAEConfig) -> TrainDataset:
+        return cls(samples, cfg.model.image_size, cfg.cutpaste, cfg.train.seed)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def generator(self, index: int, epoch: int | None = None) -> torch.Generator:
+        """The generator of one draw, seeded from ``(seed, epoch, index)``."""
+        epoch = self.epoch if epoch is None else epoch
+        state = np.random.SeedSequence([self.seed, epoch, index]).generate_state(1, np.uint64)[0]
+        return torch.Generator().manual_seed(int(state))
+
+    def views(self, index: int | tuple[int, int]) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """Un-normalised views in [0, 1] ``(3, S, S)`` and their pasted-region masks ``(1, S, S)``."""
+        epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
+        if index < 0 or epoch < 0:
+            raise IndexError(f"index and epoch must be >= 0, got index={index}, epoch={epoch}")
+        gen = self.generator(index, epoch)
+        image = self.images[index % len(self)].float().div_(255.0)
+        original = color_jitter(image, self.cutpaste.image_jitter, gen)
+        empty = torch.zeros(1, self.image_size, self.image_size)
+        if not self.cutpaste.enabled:
+            return (original,), (empty,)
+        patched, patch_mask = cutpaste(original, self.cutpaste, gen)
+        scarred, scar_mask = cutpaste_scar(original, self.cutpaste, gen)
+        return (original, patched, scarred), (empty, patch_mask, scar_mask)
+
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, ...]:
+        views, _ = self.views(index)
+        return tuple(normalize(v) for v in views)

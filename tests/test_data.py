@@ -1,0 +1,294 @@
+# SPDX-License-Identifier: Apache-2.0
+"""MVTec AD loading: validation of the layout (one-line errors), images, splits, validation set,
+training triplets. Uses the real bottle category when ``../shared`` has it, else skips those tests."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from haloae.config import CutPasteConfig, HaloAEConfig
+from haloae.data import (
+    CATEGORIES,
+    GRAYSCALE,
+    OBJECTS,
+    TEXTURES,
+    DatasetError,
+    EvalSet,
+    Sample,
+    TrainDataset,
+    denormalize,
+    load_eval_set,
+    load_image,
+    load_mask,
+    make_validation_set,
+    normalize,
+    scan_category,
+    split_train_val,
+)
+from haloae.synth import generate
+
+MVTEC_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "mvtec_ad"
+needs_bottle = pytest.mark.skipif(
+    not (MVTEC_ROOT / "bottle").is_dir(), reason=f"real MVTec AD bottle category not found at {MVTEC_ROOT / 'bottle'}"
+)
+CATEGORY = "synth_disc"  # the synthetic category the malformed-dataset tests break
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, categories=[CATEGORY, "synth_gravel"], size=32, n_train=6, n_test_good=2, n_test_defect_per_type=2)
+    return root
+
+
+@pytest.fixture
+def broken(synth_root: Path, tmp_path: Path) -> Path:
+    """A private copy of the synthetic dataset for one test to break."""
+    shutil.copytree(synth_root / CATEGORY, tmp_path / CATEGORY)
+    return tmp_path
+
+
+def _error(root: Path, category: str = CATEGORY) -> str:
+    with pytest.raises(DatasetError) as info:
+        scan_category(root, category)
+    message = str(info.value)
+    assert "\n" not in message, message
+    return message
+
+
+# ---------------------------------------------------------------------- the category lists
+def test_category_lists() -> None:
+    assert len(CATEGORIES) == 15 and len(TEXTURES) == 5 and len(OBJECTS) == 10
+    assert set(TEXTURES) | set(OBJECTS) == set(CATEGORIES) and not set(TEXTURES) & set(OBJECTS)
+    assert set(GRAYSCALE) == {"grid", "screw", "zipper"}
+
+
+# ---------------------------------------------------------------------- accepted datasets
+@needs_bottle
+def test_real_bottle_is_accepted() -> None:
+    files = scan_category(MVTEC_ROOT, "bottle", known_categories=CATEGORIES)
+    assert len(files.train) == 209 and len(files.test) == 83
+    assert files.defects == ["broken_large", "broken_small", "contamination"]
+    with_masks = [s for s in files.test if s.mask is not None]
+    assert len(with_masks) == 63
+    assert all(s.label == 1 and s.mask.name == f"{s.path.stem}_mask.png" for s in with_masks)
+    assert all(s.mask.parent.name == s.defect for s in with_masks)
+    assert {s.defect for s in files.test if s.mask is None} == {"good"}
+    assert all(s.defect == "good" and s.label == 0 for s in files.train)
+
+
+@needs_bottle
+def test_real_bottle_eval_set_loads() -> None:
+    files = scan_category(MVTEC_ROOT, "bottle")
+    samples = [s for s in files.test if s.defect in ("good", "broken_small")][::4]
+    data = load_eval_set(samples, 32)
+    assert data.images.shape == (len(samples), 3, 32, 32) and data.masks.shape == (len(samples), 1, 32, 32)
+    assert data.labels.tolist() == [s.label for s in samples]
+    assert all((m.sum() > 0) == bool(label) for m, label in zip(data.masks, data.labels, strict=True))
+
+
+def test_synthetic_dataset_is_accepted(synth_root: Path) -> None:
+    files = scan_category(synth_root, CATEGORY)
+    assert len(files.train) == 6 and len(files.test) == 2 + 3 * 2
+    assert len(files.defects) == 3
+    assert all((s.mask is None) == (s.defect == "good") for s in files.test)
+
+
+# ---------------------------------------------------------------------- malformed datasets
+def _defect_folder(root: Path) -> Path:
+    return next(p for p in sorted((root / CATEGORY / "test").iterdir()) if p.name != "good")
+
+
+def test_missing_mask(broken: Path) -> None:
+    defect = _defect_folder(broken)
+    (broken / CATEGORY / "ground_truth" / defect.name / "000_mask.png").unlink()
+    message = _error(broken)
+    assert str(defect / "000.png") in message and "without its mask" in message
+
+
+def test_unpaired_mask(broken: Path) -> None:
+    defect = _defect_folder(broken)
+    (defect / "001.png").unlink()
+    message = _error(broken)
+    assert str(broken / CATEGORY / "ground_truth" / defect.name / "001_mask.png") in message
+    assert "mask without its image" in message
+
+
+def test_masks_for_a_missing_defect_folder(broken: Path) -> None:
+    defect = _defect_folder(broken)
+    shutil.rmtree(defect)
+    message = _error(broken)
+    assert "mask without its image" in message and defect.name in message
+
+
+def test_unreadable_image(broken: Path) -> None:
+    bad = broken / CATEGORY / "train" / "good" / "003.png"
+    bad.write_bytes(b"this is not a png at all")
+    message = _error(broken)
+    assert str(bad) in message and "unreadable image" in message
+
+
+def test_truncated_image(broken: Path) -> None:
+    bad = broken / CATEGORY / "test" / "good" / "000.png"
+    bad.write_bytes(bad.read_bytes()[:60])
+    assert str(bad) in _error(broken)
+
+
+def test_image_mask_size_mismatch(broken: Path) -> None:
+    mask = broken / CATEGORY / "ground_truth" / _defect_folder(broken).name / "001_mask.png"
+    Image.new("L", (16, 16)).save(mask)
+    message = _error(broken)
+    assert str(mask) in message and "16x16" in message and "32x32" in message
+
+
+def test_empty_train_folder(broken: Path) -> None:
+    train = broken / CATEGORY / "train" / "good"
+    for image in train.iterdir():
+        image.unlink()
+    message = _error(broken)
+    assert str(train) in message and "empty" in message
+
+
+def test_missing_train_folder(broken: Path) -> None:
+    shutil.rmtree(broken / CATEGORY / "train")
+    assert "train/good" in _error(broken)
+
+
+def test_unknown_category_lists_available_ones(synth_root: Path) -> None:
+    message = _error(synth_root, "bottle")
+    assert "unknown category" in message and "bottle" in message
+    assert CATEGORY in message and "synth_gravel" in message  # what is there instead
+
+
+def test_known_categories_restricts_names(synth_root: Path) -> None:
+    with pytest.raises(DatasetError, match="unknown category"):
+        scan_category(synth_root, CATEGORY, known_categories=CATEGORIES)
+
+
+def test_missing_root(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="not found"):
+        scan_category(tmp_path / "nowhere", "bottle")
+
+
+# ---------------------------------------------------------------------- images and masks
+def test_grayscale_and_rgba_images_load_as_three_channels(tmp_path: Path) -> None:
+    gray = np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) % 256
+    Image.fromarray(gray.astype(np.uint8)).save(tmp_path / "gray.png")
+    Image.new("RGBA", (40, 40), (200, 100, 50, 128)).save(tmp_path / "rgba.png")
+    image = load_image(tmp_path / "gray.png", 32)
+    assert image.shape == (3, 32, 32) and image.dtype == torch.float32
+    assert torch.equal(image[0], image[1]) and torch.equal(image[1], image[2])
+    assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+    rgba = load_image(tmp_path / "rgba.png", 16)
+    assert rgba.shape == (3, 16, 16)
+    assert torch.allclose(rgba[:, 0, 0], torch.tensor([200, 100, 50]) / 255.0)
+
+
+def test_masks_load_binary(tmp_path: Path) -> None:
+    mask = np.zeros((64, 64), dtype=np.uint8)
+    mask[10:30, 20:40] = 255
+    mask[0, 0] = 1  # any value > 0 is anomalous
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    native = load_mask(tmp_path / "m.png", 64)
+    assert native.shape == (1, 64, 64) and native.sum() == 20 * 20 + 1
+    loaded = load_mask(tmp_path / "m.png", 32)  # nearest: no blended values
+    assert loaded.shape == (1, 32, 32) and set(loaded.unique().tolist()) == {0.0, 1.0}
+    assert loaded[0, 5:15, 10:20].sum() == 100
+
+
+def test_normalize_roundtrip() -> None:
+    images = torch.rand(2, 3, 8, 8)
+    assert torch.allclose(denormalize(normalize(images)), images, atol=1e-6)
+    assert torch.allclose(normalize(images[0]), normalize(images)[0])
+
+
+# ---------------------------------------------------------------------- splits and validation
+def _samples(n: int) -> list[Sample]:
+    return [Sample(Path(f"/data/c/train/good/{i:03d}.png"), "good", None) for i in range(n)]
+
+
+def test_split_is_deterministic_disjoint_and_non_empty() -> None:
+    samples = _samples(20)
+    train, val = split_train_val(samples, 0.2, seed=0)
+    assert len(val) == 4 and len(train) == 16
+    assert not {s.path for s in train} & {s.path for s in val}
+    assert {s.path for s in train} | {s.path for s in val} == {s.path for s in samples}
+    assert split_train_val(list(reversed(samples)), 0.2, seed=0) == (train, val)  # input order is irrelevant
+    assert split_train_val(samples, 0.2, seed=1) != (train, val)
+    tiny_train, tiny_val = split_train_val(_samples(2), 0.01, seed=0)
+    assert len(tiny_train) == 1 and len(tiny_val) == 1
+    with pytest.raises(DatasetError):
+        split_train_val(_samples(1), 0.2, seed=0)
+
+
+def test_validation_set_from_held_out_good_images_only(synth_root: Path) -> None:
+    files = scan_category(synth_root, CATEGORY)
+    _, val = split_train_val(files.train, 0.5, seed=0)
+    data = make_validation_set(val, 32, seed=0)
+    assert isinstance(data, EvalSet) and len(data) == 2 * len(val)
+    assert data.images.shape == (len(data), 3, 32, 32) and data.masks.shape == (len(data), 1, 32, 32)
+    assert set(data.labels.tolist()) == {0, 1}
+    has_mask = data.masks.flatten(1).sum(1) > 0
+    assert torch.equal(has_mask, data.labels.bool())  # masks non-empty exactly for the anomalies
+    assert all(d == "good" for d, label in zip(data.defects, data.labels, strict=True) if label == 0)
+    assert all(d.startswith("synthetic_") for d, label in zip(data.defects, data.labels, strict=True) if label == 1)
+    test_paths = {str(s.path) for s in files.test}
+    assert not set(data.paths) & test_paths
+    assert all(Path(p).parent.parent.name == "train" for p in data.paths)
+    again = make_validation_set(list(reversed(val)), 32, seed=0)
+    assert torch.equal(again.images, data.images) and torch.equal(again.masks, data.masks)
+    with pytest.raises(DatasetError, match="train/good"):
+        make_validation_set(files.test[:1], 32, seed=0)
+
+
+# ---------------------------------------------------------------------- training data
+@pytest.fixture(scope="module")
+def train_samples(synth_root: Path) -> list[Sample]:
+    return scan_category(synth_root, CATEGORY).train
+
+
+def test_train_dataset_returns_three_normalised_views(train_samples: list[Sample]) -> None:
+    dataset = TrainDataset(train_samples, 32, CutPasteConfig(), seed=0)
+    assert len(dataset) == 6 and dataset.images.dtype == torch.uint8 and dataset.images.shape == (6, 3, 32, 32)
+    item = dataset[2]
+    assert len(item) == 3 and all(v.shape == (3, 32, 32) and v.dtype == torch.float32 for v in item)
+    views, masks = dataset.views(2)
+    for normalised, raw in zip(item, views, strict=True):
+        assert torch.allclose(denormalize(normalised), raw, atol=1e-5)
+    # CutPaste and scar copies differ from the original only inside their pasted regions.
+    for view, mask in zip(views[1:], masks[1:], strict=True):
+        outside = mask[0] == 0
+        assert torch.equal(view[:, outside], views[0][:, outside])
+        assert (view != views[0]).any()
+    # The original is the colour-jittered image: close to, but not exactly, the cached pixels.
+    cached = dataset.images[2].float() / 255
+    assert not torch.equal(views[0], cached) and (views[0] - cached).abs().mean() < 0.15
+
+
+def test_train_dataset_is_deterministic_by_seed_epoch_index(train_samples: list[Sample]) -> None:
+    cfg = HaloAEConfig.from_overrides("tiny")
+    a, b = TrainDataset.from_config(train_samples, cfg), TrainDataset.from_config(train_samples, cfg)
+    assert a.image_size == 32 and a.seed == cfg.train.seed
+    first = a[1]
+    torch.manual_seed(123)  # the global RNG plays no part
+    assert all(torch.equal(x, y) for x, y in zip(first, b[1], strict=True))
+    assert not torch.equal(a[2][1], first[1])  # another index, another draw
+    b.set_epoch(1)
+    second_epoch = b[1]
+    assert not torch.equal(second_epoch[1], first[1])
+    assert all(torch.equal(x, y) for x, y in zip(second_epoch, a[(1, 1)], strict=True))  # (epoch, index)
+    other_seed = TrainDataset(train_samples, 32, cfg.cutpaste, seed=cfg.train.seed + 1)
+    assert not torch.equal(other_seed[1][1], first[1])
+    # Indices beyond the images wrap around with their own random stream (repeated epochs).
+    wrapped_views, _ = a.views(1 + len(a))
+    assert not torch.equal(wrapped_views[1], a.views(1)[0][1])
+
+
+def test_train_dataset_without_cutpaste(train_samples: list[Sample]) -> None:
+    dataset = TrainDataset(train_samples, 32, CutPasteConfig(enabled=False), seed=0)
+    item = dataset[0]
+    assert len(item) == 1 and item[0].shape == (3, 32, 32)

@@ -1,0 +1,159 @@
+# SPDX-License-Identifier: Apache-2.0
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from haloae.losses import gaussian_window
+from haloae.model import HaloAEOutput
+from haloae.scoring import (
+    DEFAULT_SCORING,
+    SCORING_LABELS,
+    SCORINGS,
+    AnomalyScorer,
+    available_scorings,
+    fm_error_map,
+    gaussian_blur,
+    im_error_map,
+)
+
+
+def _output(b=3, c=4, fm_side=8, image=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(b, 3, image, image, generator=g)
+    out = HaloAEOutput(
+        fm=torch.randn(b, c, fm_side, fm_side, generator=g),
+        code=None,
+        fm_hat=torch.randn(b, c, fm_side, fm_side, generator=g),
+        im_hat=torch.randn(b, 3, image, image, generator=g),
+        logits=torch.randn(b, 2, generator=g),
+    )
+    return out, images
+
+
+def _fitted(out, images, image=32):
+    fm_map, im_map = AnomalyScorer.raw_maps(out, images)
+    return AnomalyScorer(image).fit(fm_map, im_map)
+
+
+def test_names_and_labels():
+    assert DEFAULT_SCORING in SCORINGS
+    assert [SCORING_LABELS[s] for s in SCORINGS] == ["L_cls", "A_im_N+filter", "A_fm", "A_fm_N", "A_fm_N+filter"]
+
+
+def test_raw_maps_are_channel_mean_squared_error():
+    out, images = _output()
+    fm_map = fm_error_map(out.fm, out.fm_hat)
+    assert fm_map.shape == (3, 1, 8, 8)
+    torch.testing.assert_close(fm_map[1, 0, 2, 5], ((out.fm[1, :, 2, 5] - out.fm_hat[1, :, 2, 5]) ** 2).mean())
+    assert im_error_map(images, out.im_hat).shape == (3, 1, 32, 32)
+
+
+def test_maps_have_image_resolution():
+    out, images = _output()
+    scorer = _fitted(out, images)
+    maps = scorer.maps(out, images)
+    assert set(maps) == {"aim_norm_filter", "afm", "afm_norm", "afm_norm_filter"}
+    for amap in maps.values():
+        assert amap.shape == (3, 1, 32, 32)
+    # bilinear, align_corners=False, of the 8x8 raw map
+    raw = fm_error_map(out.fm, out.fm_hat)
+    torch.testing.assert_close(maps["afm"], F.interpolate(raw, size=(32, 32), mode="bilinear", align_corners=False))
+
+
+def test_normalisation_uses_the_fitted_mean_map():
+    # image_size = fm side: no resampling, so the expected maps are exact
+    fm = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).sqrt().expand(1, 3, 2, 2)  # raw map = [[1, 2], [3, 4]]
+    out = HaloAEOutput(fm=fm, code=None, fm_hat=torch.zeros_like(fm), im_hat=None, logits=None)
+    images = torch.zeros(1, 3, 2, 2)
+    train_maps = torch.tensor([[[[0.0, 4.0], [2.0, 2.0]]], [[[2.0, 0.0], [2.0, 10.0]]]])  # mean [[1, 2], [2, 6]]
+    scorer = AnomalyScorer(image_size=2).fit(train_maps)
+    torch.testing.assert_close(scorer.mean_fm_map, torch.tensor([[[[1.0, 2.0], [2.0, 6.0]]]]))
+    maps = scorer.maps(out, images)
+    torch.testing.assert_close(maps["afm"], torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]]))
+    torch.testing.assert_close(maps["afm_norm"], torch.tensor([[[[0.0, 0.0], [1.0, 2.0]]]]))
+    # filter after normalisation, reflect padding (2x2 reflects onto itself)
+    torch.testing.assert_close(maps["afm_norm_filter"], gaussian_blur(maps["afm_norm"], 3, 0.8))
+    scores = scorer.image_scores(maps)
+    torch.testing.assert_close(scores["afm_norm"], torch.tensor([0.75]))
+    torch.testing.assert_close(scores["afm_norm_max"], torch.tensor([2.0]))
+
+
+def test_filter_then_upsample_order():
+    out, images = _output()
+    scorer = _fitted(out, images)
+    other, other_images = _output(seed=1)
+    maps = scorer.maps(other, other_images)
+    norm = (fm_error_map(other.fm, other.fm_hat) - scorer.mean_fm_map).abs()  # (B, 1, 8, 8)
+    want = F.interpolate(gaussian_blur(norm), size=(32, 32), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(maps["afm_norm_filter"], want)
+    im_norm = (im_error_map(other_images, other.im_hat) - scorer.mean_im_map).abs()
+    torch.testing.assert_close(maps["aim_norm_filter"], gaussian_blur(im_norm))
+
+
+def test_gaussian_filter_is_3x3_and_sums_to_one():
+    k = gaussian_window(3, 0.8)
+    assert k.shape == (3, 3)
+    assert math.isclose(float(k.sum()), 1.0, rel_tol=1e-6)
+    g = torch.tensor([math.exp(-1 / (2 * 0.64)), 1.0, math.exp(-1 / (2 * 0.64))])
+    torch.testing.assert_close(k, torch.outer(g, g) / g.sum() ** 2)
+    delta = torch.zeros(1, 1, 7, 7)
+    delta[0, 0, 3, 3] = 1.0
+    torch.testing.assert_close(gaussian_blur(delta)[0, 0, 2:5, 2:5], k)  # impulse response = kernel
+    const = torch.full((2, 1, 5, 6), 3.0)
+    torch.testing.assert_close(gaussian_blur(const), const)  # reflect padding keeps constants
+
+
+def test_unfitted_scorer_raises_for_normalised_scorings():
+    out, images = _output()
+    scorer = AnomalyScorer(32)
+    assert not scorer.fm_fitted and not scorer.im_fitted
+    with pytest.raises(ValueError, match="fit"):
+        scorer.maps(out, images)
+    with pytest.raises(ValueError, match="fit"):
+        scorer.maps(out, images, scorings=("afm_norm",))
+    assert set(scorer.maps(out, images, scorings=("afm",))) == {"afm"}
+    with pytest.raises(ValueError, match="unknown scorings"):
+        scorer.maps(out, images, scorings=("afm_typo",))
+
+
+def test_missing_outputs_drop_scorings():
+    out, images = _output()
+    scorer = _fitted(out, images)
+    no_decoder = out._replace(im_hat=None, logits=None)
+    assert available_scorings(no_decoder) == ("afm", "afm_norm", "afm_norm_filter")
+    assert set(scorer.maps(no_decoder, images)) == {"afm", "afm_norm", "afm_norm_filter"}
+    image_ae = HaloAEOutput(fm=None, code=None, fm_hat=None, im_hat=out.im_hat, logits=None)
+    assert set(scorer.score(image_ae, images).scores) == {"aim_norm_filter", "aim_norm_filter_max"}
+    batch = scorer.score(out, images)
+    assert set(batch.scores) == {"cls"} | {f"{s}{m}" for s in SCORINGS[1:] for m in ("", "_max")}
+    torch.testing.assert_close(batch.scores["cls"], torch.softmax(out.logits, 1)[:, 1])
+    # logits or the whole output
+    assert set(scorer.image_scores({}, out)) == {"cls"}
+    torch.testing.assert_close(scorer.image_scores({}, out.logits)["cls"], batch.scores["cls"])
+    only_cls = scorer.score(out, images, scorings=("cls",))
+    assert only_cls.maps == {} and set(only_cls.scores) == {"cls"}
+
+
+def test_fitted_scorer_round_trips_through_state_dict():
+    out, images = _output()
+    scorer = _fitted(out, images)
+    fresh = AnomalyScorer(32)
+    fresh.load_state_dict(scorer.state_dict())
+    assert fresh.fm_fitted and fresh.im_fitted
+    for name, amap in scorer.maps(out, images).items():
+        torch.testing.assert_close(fresh.maps(out, images)[name], amap)
+
+
+def test_fit_accepts_batches_and_checks_shapes():
+    out, images = _output(b=4)
+    fm_map, _ = AnomalyScorer.raw_maps(out, images)
+    a = AnomalyScorer(32).fit([fm_map[:1], fm_map[1:]])
+    torch.testing.assert_close(a.mean_fm_map, fm_map.mean(0, keepdim=True))
+    assert a.fm_fitted and not a.im_fitted
+    with pytest.raises(ValueError, match=r"\(N, 1, h, w\)"):
+        AnomalyScorer(32).fit(fm_map[:, 0])
+    small = AnomalyScorer(32).fit(fm_map[..., :4, :4])
+    with pytest.raises(ValueError, match="fitted mean map"):
+        small.maps(out, images, ("afm_norm",))

@@ -1,0 +1,100 @@
+# SPDX-License-Identifier: Apache-2.0
+"""One training run end to end: Table 3 rows train, exact resume, and no test-set leakage."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from haloae.config import HaloAEConfig
+from haloae.synth import generate
+from haloae.train import BEST, CHECKPOINT, fit, load_checkpoint, prepare_data
+from haloae.variants import VARIANTS
+
+CATEGORY = "synth_disc"
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, categories=[CATEGORY], size=64, n_train=12, n_test_good=4, n_test_defect_per_type=2, seed=0)
+    return root
+
+
+def _cfg(variant=None, **overrides):
+    base = {"model.backbone.weights": "random", "train.epochs": 2, "train.steps_per_epoch": 2, "train.batch_size": 2}
+    if variant and VARIANTS[variant].overrides.get("model.backbone.name") == "none":
+        base.pop("model.backbone.weights")
+    return HaloAEConfig.from_overrides("tiny", {**base, **overrides}, variant=variant)
+
+
+@pytest.mark.parametrize("variant", [v.name for v in VARIANTS.values() if v.table == "table3"])
+def test_each_table3_row_trains_a_step(variant, synth_root, tmp_path):
+    cfg = _cfg(variant, **{"train.epochs": 1, "train.steps_per_epoch": 1})
+    data = prepare_data(cfg, synth_root, CATEGORY)
+    seen = []
+    result = fit(cfg, data, tmp_path, on_epoch=lambda e, m, d: seen.append(m), progress=False)
+    metrics = seen[0]
+    assert np.isfinite(metrics["train/loss"])
+    for term in ("cls", "fm", "im"):
+        assert (f"train/loss_{term}" in metrics) == (term in cfg.loss.terms)
+    assert "val/image_auroc" in metrics and "test/image_auroc" in result.metrics
+    assert (tmp_path / "metrics.json").is_file() and (tmp_path / BEST).is_file()
+
+
+def test_interrupted_run_resumes_to_the_same_weights_and_metrics(synth_root, tmp_path):
+    cfg = _cfg(**{"loss.weighting": "uncertainty"})  # learned weighting state must resume too
+    data = prepare_data(cfg, synth_root, CATEGORY)
+    straight = fit(cfg, data, tmp_path / "straight", progress=False)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_first_epoch(epoch, metrics, out_dir):
+        if epoch == 0:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit(cfg, data, tmp_path / "resumed", on_epoch=stop_after_first_epoch, progress=False)
+    assert torch.load(tmp_path / "resumed" / CHECKPOINT, weights_only=False)["epoch"] == 0
+    resumed = fit(cfg, data, tmp_path / "resumed", progress=False)
+
+    a = torch.load(tmp_path / "straight" / CHECKPOINT, weights_only=False)
+    b = torch.load(tmp_path / "resumed" / CHECKPOINT, weights_only=False)
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
+    for key in a["criterion"]:
+        torch.testing.assert_close(a["criterion"][key], b["criterion"][key], rtol=0, atol=0)
+    assert a["history"] == b["history"] or all(
+        {k: v for k, v in x.items() if not k.startswith("time/")} == {k: v for k, v in y.items() if not k.startswith("time/")}
+        for x, y in zip(a["history"], b["history"], strict=True)
+    )
+    assert straight.metrics == resumed.metrics
+
+
+def test_no_test_image_influences_normalisation_or_checkpoint_choice(synth_root, tmp_path):
+    """Poison the test split's good images: the normalisation map, the chosen checkpoint and every
+    validation number stay identical; only test metrics may move."""
+    poisoned = tmp_path / "poisoned"
+    shutil.copytree(synth_root, poisoned)
+    rng = np.random.default_rng(0)
+    for path in sorted((poisoned / CATEGORY / "test" / "good").glob("*.png")):
+        size = Image.open(path).size
+        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    cfg = _cfg(**{"train.epochs": 3})
+    clean = fit(cfg, prepare_data(cfg, synth_root, CATEGORY), tmp_path / "clean", progress=False)
+    dirty = fit(cfg, prepare_data(cfg, poisoned, CATEGORY), tmp_path / "dirty", progress=False)
+    _, scorer_clean, best_clean = load_checkpoint(tmp_path / "clean" / BEST)
+    _, scorer_dirty, best_dirty = load_checkpoint(tmp_path / "dirty" / BEST)
+    torch.testing.assert_close(scorer_clean.mean_fm_map, scorer_dirty.mean_fm_map, rtol=0, atol=0)
+    torch.testing.assert_close(scorer_clean.mean_im_map, scorer_dirty.mean_im_map, rtol=0, atol=0)
+    assert best_clean["epoch"] == best_dirty["epoch"] == clean.best_epoch == dirty.best_epoch
+    val = {k: v for k, v in clean.metrics.items() if k.startswith("val/")}
+    assert val == {k: v for k, v in dirty.metrics.items() if k.startswith("val/")}
+    test_keys = [k for k in clean.metrics if k.startswith("test/") and "image_auroc" in k]
+    assert any(clean.metrics[k] != dirty.metrics[k] for k in test_keys)  # the poison did reach the test set
+    saved = json.loads((tmp_path / "dirty" / "metrics.json").read_text())
+    assert saved["best_epoch"] == dirty.best_epoch

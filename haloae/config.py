@@ -15,10 +15,9 @@ Errors are one line, name the dotted key and say what would be valid::
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
@@ -536,10 +535,4 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if len(value) != len(args):
             _fail(key, f"expected {len(args)} values, got {list(value)}")
         return tuple(_coerce(key, v, a) for v, a in zip(value, args, strict=True))
-    if origin is Literal:
-        if value not in typing.get_args(hint):
-            _fail(key, f"expected one of {typing.get_args(hint)}, got {value!r}")
-        return value
-    if isinstance(hint, types.UnionType) or origin is typing.Union:
-        return value
     return value

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from haloae.errors import InputError
+
 # torchvision vgg19.features index of each ReLU output, and its channels
 VGG19_RELUS: dict[str, tuple[int, int]] = {
     "relu1_1": (1, 64), "relu1_2": (3, 64),
@@ -46,7 +48,7 @@ BACKBONE_STAGES: dict[str, tuple[str, ...]] = {
 }
 
 
-class BackboneWeightsError(RuntimeError):
+class BackboneWeightsError(InputError):
     """Backbone weights cannot be found or do not fit; the message is one line."""
 
 

@@ -11,23 +11,49 @@ import sys
 
 import click
 
+# Subcommands of the layers above the library, imported only when run (they import Ray / MLflow):
+# name -> "module:attribute" of a click command.
+LAYER_COMMANDS = {
+    "sweep": "sweeps.cli:sweep",
+    "tables": "analysis.cli:tables",
+    "figures": "analysis.cli:figures",
+    "export": "analysis.cli:export",
+    "predict": "analysis.cli:predict",
+}
 
-class _OneLineErrors(click.Group):
-    """Turn configuration errors raised inside any subcommand into click usage errors (exit 2)."""
+
+class _HaloAEGroup(click.Group):
+    """Lazily loaded layer commands, and input errors as one line on stderr with exit code 2."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._available_layer_commands()))
+
+    def get_command(self, ctx: click.Context, name: str):
+        command = super().get_command(ctx, name)
+        if command is None and name in LAYER_COMMANDS:
+            import importlib
+
+            module, attr = LAYER_COMMANDS[name].split(":")
+            command = getattr(importlib.import_module(module), attr)
+        return command
+
+    @staticmethod
+    def _available_layer_commands() -> list[str]:
+        import importlib.util
+
+        return [n for n, target in LAYER_COMMANDS.items() if importlib.util.find_spec(target.split(":")[0]) is not None]
 
     def invoke(self, ctx: click.Context):
-        from haloae.backbone import BackboneWeightsError
-        from haloae.config import ConfigError
-        from haloae.data import DatasetError
+        from haloae.errors import InputError
 
         try:
             return super().invoke(ctx)
-        except (ConfigError, BackboneWeightsError, DatasetError) as exc:
+        except InputError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(2)
 
 
-@click.group(cls=_OneLineErrors)
+@click.group(cls=_HaloAEGroup)
 @click.version_option(package_name="haloae-sweeps")
 def main() -> None:
     """HaloAE anomaly detection: models, training, sweeps, tables and exports."""

@@ -22,9 +22,10 @@ from typing import Any
 import yaml
 
 from haloae.attention import ATTENTION_KINDS
+from haloae.errors import InputError
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A configuration value is invalid; the message names the dotted key."""
 
 

@@ -33,6 +33,7 @@ from torch.utils.data import Dataset
 
 from haloae.config import CutPasteConfig, HaloAEConfig
 from haloae.cutpaste import color_jitter, cutpaste, cutpaste_scar
+from haloae.errors import InputError
 
 CATEGORIES = (
     "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut",
@@ -48,7 +49,7 @@ GOOD = "good"
 MASK_SUFFIX = "_mask"
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """The dataset on disk is malformed; the one-line message names the offending file or folder."""
 
 

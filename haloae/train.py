@@ -21,7 +21,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,26 @@ def batch_views(dataset: TrainDataset, indices: torch.Tensor) -> tuple[torch.Ten
     items = [dataset[int(i)] for i in indices]
     views = [torch.stack([item[v] for item in items]) for v in range(len(items[0]))]
     return torch.cat(views), len(items)
+
+
+def train_step(model, criterion, optimizer, images: torch.Tensor, n_originals: int, epoch: float, autocast) -> dict[str, float]:
+    """One optimiser step on ``images`` ``(3n, 3, S, S)``; returns the loss parts as floats.
+
+    A non-finite loss skips the update (the caller raises): weights stay those of the last good step.
+    """
+    with autocast:
+        output = model(images)
+        loss, parts = criterion(output, images, n_originals, epoch)
+    if math.isfinite(parts["loss"]):
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return parts
+
+
+def autocast_for(device: torch.device):
+    """bf16 autocast on CUDA (as the issue asks), a no-op context elsewhere."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
 
 
 class FeatureCache:
@@ -239,6 +259,24 @@ def fit(
     eval_batch_size: int = 16,
 ) -> FitResult:
     """Train, validating and checkpointing every epoch; resume from ``out_dir`` if it has a checkpoint."""
+    for epoch, metrics in fit_epochs(cfg, data, out_dir, resume, progress, eval_batch_size):
+        if on_epoch is not None:
+            on_epoch(epoch, metrics, Path(out_dir))
+    return finish(Path(out_dir), data, pick_device(cfg.train.device), eval_batch_size)
+
+
+def fit_epochs(
+    cfg: HaloAEConfig,
+    data: CategoryData,
+    out_dir: str | Path,
+    resume: bool = True,
+    progress: bool = True,
+    eval_batch_size: int = 16,
+) -> Iterator[tuple[int, dict[str, float]]]:
+    """The training loop as a generator: yields ``(epoch, metrics)`` once per epoch, *after* that
+    epoch's checkpoint is on disk, so a caller may interleave several runs (a sweep trial that
+    averages categories advances each run one epoch, then reports) or stop between epochs.
+    Resumes from ``out_dir/checkpoint.pt`` when ``resume`` and it exists."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.train.device)
@@ -261,7 +299,7 @@ def fit(
         start_epoch, best_epoch, best_value = ckpt["epoch"] + 1, ckpt["best_epoch"], ckpt["best_value"]
         history = ckpt["history"]
     cache = FeatureCache(model, device, eval_batch_size)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
+    autocast = autocast_for(device)
     bar = _progress(progress, cfg.train.epochs, start_epoch, data.category)
     for epoch in range(start_epoch, cfg.train.epochs):
         t0 = time.perf_counter()
@@ -272,15 +310,9 @@ def fit(
         for step in range(cfg.train.steps_per_epoch):
             batch = indices[step * cfg.train.batch_size : (step + 1) * cfg.train.batch_size]
             images, n = batch_views(data.train, batch)
-            images = images.to(device, non_blocking=True)
-            with autocast:
-                output = model(images)
-                loss, parts = criterion(output, images, n, epoch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite training loss {loss.item()} at epoch {epoch}, step {step}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            parts = train_step(model, criterion, optimizer, images.to(device, non_blocking=True), n, epoch, autocast)
+            if not math.isfinite(parts["loss"]):
+                raise FloatingPointError(f"non-finite training loss {parts['loss']} at epoch {epoch}, step {step}")
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + float(value)
         metrics = {f"train/{k}": v / cfg.train.steps_per_epoch for k, v in sums.items()}
@@ -310,14 +342,12 @@ def fit(
         if best_epoch == epoch:
             _atomic_save({k: state[k] for k in ("model", "scorer", "epoch", "config", "category")} | {"metrics": metrics}, out / BEST)
         _atomic_save(state, last)
-        if on_epoch is not None:
-            on_epoch(epoch, metrics, out)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{metrics.get('train/loss', math.nan):.4f}", val_auroc=f"{value:.3f}")
+        yield epoch, metrics
     if bar is not None:
         bar.close()
-    return finish(out, data, device, eval_batch_size)
 
 
 def finish(out: Path, data: CategoryData, device, eval_batch_size: int = 16) -> FitResult:

@@ -1,0 +1,177 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Training-step and evaluation throughput of HaloAE presets and variants, side by side in one run.
+
+What is measured, per configuration (a preset, a variant, dotted overrides):
+
+* ``step_s``   -- median wall time of one optimiser step (``haloae.train.train_step``: forward,
+  loss, backward, Adam) on a CutPaste-expanded batch ``(3 * batch, 3, S, S)`` of random images,
+  after ``--warmup`` untimed steps; bf16 autocast on CUDA, as ``fit`` does.
+* ``eval_img_s`` -- images per second of the evaluation forward pass (eval mode, no grad).
+* ``GFLOP/s``  -- the step's FLOPs (``torch.utils.flop_counter``: convs, matmuls, attention) over
+  ``step_s``, beside a matmul peak measured in the same run (fp32 on CPU with the set threads,
+  bf16 on CUDA), so the achieved fraction of the machine is printed, not guessed.
+* ``epoch_s`` / ``run_h`` -- step_s x steps_per_epoch (+ validation) and x epochs: what the sweep
+  cost estimate uses (``haloae sweep --dry-run``) for a preset on this machine.
+
+Backbone weights are set to ``random`` (timing is the same as with ImageNet weights, and no
+download is needed). The first configuration is the reference of the ratio column.
+
+Run::
+
+    python bench/train_step.py                                   # cpu preset, halo/legacy/none
+    python bench/train_step.py --preset paper --device cuda      # the paper's model on a GPU
+    python bench/train_step.py --preset cpu --set model.block_size=4 --set model.block_size=8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from haloae.config import HaloAEConfig  # noqa: E402
+from haloae.losses import HaloAELoss  # noqa: E402
+from haloae.model import HaloAE, count_parameters  # noqa: E402
+from haloae.train import autocast_for, build_optimizer, train_step  # noqa: E402
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_peak_gflops(device: torch.device, repeats: int = 10) -> float:
+    """Measured dense matmul rate: fp32 on CPU (the set thread count), bf16 on CUDA."""
+    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (1024, torch.float32)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def step_flops(model, criterion, images, n, device) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, autocast_for(device):
+        out = model(images)
+        loss, _ = criterion(out, images, n, 0)
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def measure(label: str, cfg: HaloAEConfig, device: torch.device, batch: int, steps: int, warmup: int) -> dict:
+    torch.manual_seed(0)
+    model = HaloAE(cfg).to(device)
+    criterion = HaloAELoss(cfg).to(device)
+    params = [p for p in model.parameters() if p.requires_grad] + list(criterion.parameters())
+    optimizer = build_optimizer(cfg, params)
+    size = cfg.model.image_size
+    views = 3 if cfg.cutpaste.enabled else 1
+    images = torch.randn(views * batch, 3, size, size, device=device)
+    autocast = autocast_for(device)
+    flops = step_flops(model, criterion, images, batch, device)
+    model.train()
+    for _ in range(warmup):
+        train_step(model, criterion, optimizer, images, batch, 0, autocast)
+    sync(device)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        train_step(model, criterion, optimizer, images, batch, 0, autocast)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    step_s = statistics.median(times)
+    model.eval()
+    eval_batch = 16
+    x = torch.randn(eval_batch, 3, size, size, device=device)
+    with torch.no_grad(), autocast:
+        model(x)
+        sync(device)
+        t0 = time.perf_counter()
+        reps = max(2, steps // 2)
+        for _ in range(reps):
+            model(x)
+        sync(device)
+    eval_img_s = reps * eval_batch / (time.perf_counter() - t0)
+    peak_mib = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    return {
+        "label": label,
+        "params": count_parameters(model),
+        "step_s": step_s,
+        "eval_img_s": eval_img_s,
+        "gflop_step": flops / 1e9,
+        "gflops": flops / step_s / 1e9,
+        "peak_mib": peak_mib,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="cpu")
+    p.add_argument("--variants", nargs="+", default=["haloae", "attention_legacy", "attention_none"])
+    p.add_argument("--set", action="append", default=[], dest="sets",
+                   help="a dotted override; each --set adds one configuration (after the variants)")
+    p.add_argument("--base", action="append", default=[], help="dotted override applied to every configuration")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--batch", type=int, default=None, help="originals per step (default: the preset's)")
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    base = ["model.backbone.weights=random", *args.base]
+    configs = [(v, HaloAEConfig.from_overrides(args.preset, base, variant=v)) for v in args.variants]
+    configs += [(s, HaloAEConfig.from_overrides(args.preset, [*base, s])) for s in args.sets]
+    peak = matmul_peak_gflops(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
+    print(f"# bench/train_step.py  preset={args.preset}  device={name}  torch {torch.__version__}")
+    print(f"# matmul peak ({'bf16' if device.type == 'cuda' else 'fp32'}): {peak:,.0f} GFLOP/s")
+    rows = []
+    for label, cfg in configs:
+        batch = args.batch or cfg.train.batch_size
+        row = measure(label, cfg, device, batch, args.steps, args.warmup)
+        row["batch"] = batch
+        # one epoch = its steps + a validation pass over ~60 images (fit's per-epoch evaluation)
+        row["epoch_s"] = row["step_s"] * cfg.train.steps_per_epoch + 60 / row["eval_img_s"]
+        row["run_h"] = row["epoch_s"] * cfg.train.epochs / 3600
+        rows.append(row)
+    ref = rows[0]["step_s"]
+    header = f"{'config':28s} {'params':>11s} {'batch':>5s} {'step_s':>8s} {'ratio':>6s} {'eval img/s':>10s} " \
+             f"{'GFLOP/step':>10s} {'GFLOP/s':>9s} {'% peak':>6s} {'peak MiB':>8s} {'run h':>7s}"
+    print(header)
+    for r in rows:
+        print(f"{r['label']:28s} {r['params']:11,d} {r['batch']:5d} {r['step_s']:8.4f} {r['step_s'] / ref:6.2f} "
+              f"{r['eval_img_s']:10.1f} {r['gflop_step']:10.1f} {r['gflops']:9.1f} {100 * r['gflops'] / peak:6.1f} "
+              f"{r['peak_mib']:8.0f} {r['run_h']:7.2f}")
+    if args.json:
+        args.json.write_text(json.dumps({"device": name, "peak_gflops": peak, "preset": args.preset, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

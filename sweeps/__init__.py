@@ -1,0 +1,10 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Sweeps: YAML sweep definitions run by Ray Tune, searched by Optuna, recorded in MLflow.
+
+- ``spec``  the typed sweep definition (``load_spec``), the trial configs it expands to
+  (``build_config``) and the dry-run checks (``validate_trials``); no Ray.
+- ``space`` the definition as a Ray Tune ``param_space`` or an Optuna define-by-run space.
+- ``cost``  trial counts and an estimate of the compute a sweep needs, for ``--dry-run``.
+
+Nothing is imported here: ``haloae --help`` must not pay for torch, Ray or Optuna.
+"""

@@ -1,0 +1,36 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``haloae sweep SPEC.yaml``: validate, dry-run, run or resume a sweep (loaded lazily by haloae.cli)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+@click.command()
+@click.argument("spec_path", metavar="SPEC.yaml", type=click.Path(dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="Validate everything, list the trials and the estimated cost; start no Ray.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted sweep: finished trials are kept, running ones resume from checkpoints.")
+@click.option("--address", default=None, help="Ray cluster: local (default), auto, or HOST:PORT / ray://HOST:10001.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a field of the definition, e.g. storage=/data/sweeps.")
+def sweep(spec_path: str, dry_run: bool, resume: bool, address: str | None, overrides: tuple[str, ...]) -> None:
+    """Run the sweep defined in SPEC.yaml with Ray Tune, recorded in MLflow."""
+    from sweeps.spec import load_spec
+
+    spec = load_spec(spec_path, list(overrides))
+    if dry_run:
+        from sweeps.cost import estimate, format_trials
+        from sweeps.runner import prepare
+
+        click.echo(format_trials(spec))
+        click.echo(str(estimate(spec)))
+        prepare(spec)  # after the estimate: a paper sweep's GPU-hours print even where its data is absent
+        click.echo("dry run: every trial's configuration and the data are valid; Ray was not started")
+        return
+    from sweeps.runner import run_sweep
+
+    outcome = run_sweep(spec, resume=resume, address=address)
+    click.echo(outcome.summary())
+    if outcome.failed:
+        sys.exit(1)

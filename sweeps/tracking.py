@@ -1,0 +1,228 @@
+# SPDX-License-Identifier: Apache-2.0
+"""MLflow records of a sweep, written from inside the trials (not by a driver-side callback).
+
+    parent run   one per sweep: tags sweep, spec_sha256, haloae.role=parent, haloae.varied; spec.yaml
+    child run    one per (trial, category, seed): tags sweep, trial_id, category, variant, seed,
+                 data_root, haloae.role=trial, mlflow.parentRunId; params = the flattened config
+                 (each knob under its dotted name, as in the YAML); per-epoch metrics (step =
+                 epoch); final val/* and test/* metrics; artifacts config.json, metrics.json,
+                 alpha_schedule.png, overlays/, checkpoint/best.pt
+
+Runs are *found* by their tags before they are created, so a trial that Ray restarts (retries,
+``--resume`` after a driver crash) continues its own run: no duplicates. Ray's driver-side
+``MLflowLoggerCallback`` is not used: it is not restored by ``Tuner.restore`` and left duplicate
+RUNNING runs after a driver kill (ray-optuna-mlflow-notes.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from haloae.config import HaloAEConfig
+
+ROLE = "haloae.role"
+PARENT, TRIAL = "parent", "trial"
+MAX_PARAM_LENGTH = 6000  # MLflow 3 limit on a param value
+
+
+def client(tracking_uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def artifact_location(tracking_uri: str, sweep_dir: str | Path) -> str | None:
+    """Where a new experiment keeps its artifacts: beside a local store (``<sweep>/artifacts``);
+    for a tracking server, wherever the server says (proxied artifacts). MLflow's own default for
+    a sqlite store is ``./mlruns`` of the *current* directory, which differs per trial."""
+    if tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri:
+        return (Path(str(sweep_dir)) / "artifacts").resolve().as_uri()
+    return None
+
+
+def experiment_id(mlf: MlflowClient, name: str, artifacts: str | None = None) -> str:
+    """The experiment's id, created when absent (two processes may race: the loser re-reads)."""
+    exp = mlf.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return mlf.create_experiment(name, artifact_location=artifacts)
+    except Exception:  # created meanwhile by another trial
+        exp = mlf.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def _quote(value: str) -> str:
+    return "'" + str(value).replace("'", "\\'") + "'"
+
+
+def find_runs(mlf: MlflowClient, exp_id: str, tags: Mapping[str, Any]) -> list:
+    """Runs of the experiment whose tags equal ``tags`` (every status)."""
+    query = " and ".join(f"tags.`{k}` = {_quote(v)}" for k, v in tags.items())
+    from mlflow.entities import ViewType
+
+    return list(mlf.search_runs([exp_id], filter_string=query, run_view_type=ViewType.ACTIVE_ONLY, max_results=1000))
+
+
+def ensure_parent_run(
+    tracking_uri: str,
+    experiment: str,
+    sweep: str,
+    spec_sha256: str,
+    spec_path: Path | None,
+    varied: Iterable[str],
+    artifacts: str | None = None,
+) -> str:
+    """The sweep's parent run (reused on resume; set RUNNING again), with the spec as an artifact.
+    Creates the experiment (with ``artifacts`` as its artifact location) before any trial runs."""
+    mlf = client(tracking_uri)
+    exp_id = experiment_id(mlf, experiment, artifacts)
+    found = find_runs(mlf, exp_id, {"sweep": sweep, ROLE: PARENT})
+    if found:
+        run_id = found[0].info.run_id
+        mlf.update_run(run_id, status="RUNNING")
+    else:
+        tags = {"sweep": sweep, ROLE: PARENT, "spec_sha256": spec_sha256, "haloae.varied": ",".join(varied)}
+        run_id = mlf.create_run(exp_id, tags=tags, run_name=sweep).info.run_id
+    if spec_path is not None and spec_path.is_file():
+        mlf.log_artifact(run_id, str(spec_path))
+    if found and found[0].data.tags.get("spec_sha256") != spec_sha256:
+        mlf.set_tag(run_id, "spec_sha256", spec_sha256)  # resumed with an edited definition: record it
+    return run_id
+
+
+def finish_parent_run(tracking_uri: str, run_id: str, failed: int) -> None:
+    mlf = client(tracking_uri)
+    mlf.set_tag(run_id, "failed_trials", str(failed))
+    mlf.set_terminated(run_id, status="FINISHED")
+
+
+def _params(cfg: HaloAEConfig) -> list[Param]:
+    flat = cfg.flatten()
+    out = []
+    for key, value in sorted(flat.items()):
+        text = json.dumps(list(value)) if isinstance(value, tuple) else str(value)
+        out.append(Param(key, text[:MAX_PARAM_LENGTH]))
+    return out
+
+
+def _metrics(metrics: Mapping[str, Any], step: int) -> list[Metric]:
+    now = int(time.time() * 1000)
+    out = []
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        value = float(value)
+        if math.isnan(value):  # an undefined metric (e.g. AUROC of a one-class set) is not logged
+            continue
+        out.append(Metric(key, value, now, step))
+    return out
+
+
+class TrialRun:
+    """The MLflow child run of one (trial, category, seed); found by tags, created once."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str,
+        parent_run_id: str,
+        sweep: str,
+        trial_id: str,
+        category: str,
+        seed: int,
+        cfg: HaloAEConfig,
+        data_root: str,
+        run_name: str | None = None,
+    ) -> None:
+        self.mlf = client(tracking_uri)
+        exp_id = experiment_id(self.mlf, experiment)
+        key = {"sweep": sweep, "trial_id": trial_id, "category": category, "seed": str(seed), ROLE: TRIAL}
+        found = find_runs(self.mlf, exp_id, key)
+        if found:
+            self.run_id = found[0].info.run_id
+            self.resumed = True
+            self.mlf.update_run(self.run_id, status="RUNNING")
+            self.mlf.set_tag(self.run_id, "error", "")
+        else:
+            tags = {
+                **key,
+                "variant": cfg.variant,
+                "data_root": data_root,
+                "mlflow.parentRunId": parent_run_id,
+            }
+            run = self.mlf.create_run(exp_id, tags=tags, run_name=run_name or f"{trial_id}-{category}-s{seed}")
+            self.run_id = run.info.run_id
+            self.resumed = False
+            # params are immutable in MLflow: logged once, at creation (in batches of 100)
+            params = _params(cfg)
+            for i in range(0, len(params), 100):
+                self.mlf.log_batch(self.run_id, params=params[i : i + 100])
+
+    def log_epoch(self, epoch: int, metrics: Mapping[str, Any]) -> None:
+        batch = _metrics(metrics, epoch)
+        for i in range(0, len(batch), 1000):
+            self.mlf.log_batch(self.run_id, metrics=batch[i : i + 1000])
+
+    def finish(self, metrics: Mapping[str, Any], out_dir: Path, cfg: HaloAEConfig) -> None:
+        """Final metrics (step = best epoch) and the artifacts, then FINISHED."""
+        from haloae.plots import plot_alpha_schedule
+
+        best = int(metrics.get("best_epoch", 0))
+        self.log_epoch(best, metrics)
+        (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=list))
+        plot_alpha_schedule(cfg, out_dir / "alpha_schedule.png")
+        for name in ("config.json", "metrics.json", "alpha_schedule.png"):
+            if (out_dir / name).is_file():
+                self.mlf.log_artifact(self.run_id, str(out_dir / name))
+        if (out_dir / "overlays").is_dir():
+            self.mlf.log_artifacts(self.run_id, str(out_dir / "overlays"), "overlays")
+        if (out_dir / "best.pt").is_file():
+            self.mlf.log_artifact(self.run_id, str(out_dir / "best.pt"), "checkpoint")
+        self.mlf.set_terminated(self.run_id, status="FINISHED")
+
+    def fail(self, reason: str) -> None:
+        self.mlf.set_tag(self.run_id, "error", one_line(reason))
+        self.mlf.set_terminated(self.run_id, status="FAILED")
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def reconcile(tracking_uri: str, experiment: str, sweep: str, errors: Mapping[str, str], stopped: Iterable[str]) -> dict[str, int]:
+    """After the Tuner returns: no child run of the sweep stays RUNNING.
+
+    ``errors`` maps trial ids that ended in error to their reason (their runs become FAILED with
+    the reason, if the trial could not say so itself, e.g. its process was killed); trials in
+    ``stopped`` were stopped early by the scheduler (ASHA): their runs become KILLED with tag
+    ``stopped_by=scheduler``. Returns the count per final status change.
+    """
+    mlf = client(tracking_uri)
+    exp = mlf.get_experiment_by_name(experiment)
+    counts = {"FAILED": 0, "KILLED": 0}
+    if exp is None:
+        return counts
+    stopped = set(stopped)
+    for run in find_runs(mlf, exp.experiment_id, {"sweep": sweep, ROLE: TRIAL}):
+        trial_id = run.data.tags.get("trial_id", "")
+        if run.info.status != "RUNNING":
+            continue
+        if trial_id in errors:
+            mlf.set_tag(run.info.run_id, "error", one_line(errors[trial_id]))
+            mlf.set_terminated(run.info.run_id, status="FAILED")
+            counts["FAILED"] += 1
+        elif trial_id in stopped:
+            mlf.set_tag(run.info.run_id, "stopped_by", "scheduler")
+            mlf.set_terminated(run.info.run_id, status="KILLED")
+            counts["KILLED"] += 1
+    return counts

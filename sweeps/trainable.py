@@ -1,0 +1,167 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The Ray Tune function trainable: one trial = one or more HaloAE runs of ``haloae.train``.
+
+A trial's *units* are the (category, seed) runs it trains: one with ``objective.aggregate:
+per_category`` (category and seed are trial parameters), every category x seed of the sweep with
+``aggregate: mean`` (the trial reports their mean, the one objective Optuna needs). Each epoch:
+
+    every unit advances one epoch (``fit_epochs``: it checkpoints itself first)
+    -> its metrics go to its MLflow child run (``sweeps.tracking.TrialRun``)
+    -> on the last epoch each unit is evaluated on validation and test (``finish``) and its
+       artifacts are logged, *before* the report, so a scheduler stopping the trial at max_t loses
+       nothing
+    -> ``tune.report(metrics, checkpoint)``: the units' checkpoint.pt and best.pt in one directory
+
+A restarted trial (a retry after an error, ``--resume`` after a driver crash) copies Tune's last
+checkpoint back and resumes every unit exactly where it stopped. Data comes from the per-node
+cache (``sweeps.datacache``). CPU threads and the GPU memory share follow the trial's resources.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from haloae.train import BEST, CHECKPOINT, finish, fit_epochs, pick_device
+from sweeps.datacache import cached_category_data
+from sweeps.spec import SweepSpec, build_config
+from sweeps.tracking import TrialRun
+
+FAULT_ENV = "HALOAE_INJECT_FAULT"  # tests: "epoch=<n>,marker=<path>" raises once at that epoch
+
+
+def trial_units(spec: SweepSpec, params: dict[str, Any]) -> list[tuple[str, int]]:
+    """The (category, seed) runs of one trial."""
+    if spec.objective.aggregate == "per_category":
+        return [(params["category"], int(params["seed"]))]
+    return [(c, s) for c in spec.categories() for s in spec.seeds]
+
+
+def aggregate(per_unit: list[dict[str, float]]) -> dict[str, float]:
+    """Mean over units of every metric they all have (a unit's own values when there is one)."""
+    if len(per_unit) == 1:
+        return dict(per_unit[0])
+    keys = set.intersection(*(set(m) for m in per_unit))
+    out = {}
+    for key in keys:
+        values = [m[key] for m in per_unit if isinstance(m[key], (int, float)) and not math.isnan(m[key])]
+        if values:
+            out[key] = sum(values) / len(values)
+    return out
+
+
+def _limit_resources(spec: SweepSpec) -> None:
+    """Make the booked share real: torch threads = booked CPUs, a GPU memory cap = the booked
+    fraction (Ray's fractional GPUs are bookkeeping only)."""
+    import torch
+
+    torch.set_num_threads(max(1, int(spec.resources.cpu)))
+    gpu = spec.resources.gpu
+    if 0 < gpu < 1 and torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(gpu)
+
+
+def _maybe_inject_fault(epoch: int) -> None:
+    rule = os.environ.get(FAULT_ENV)
+    if not rule:
+        return
+    fields = dict(part.split("=", 1) for part in rule.split(","))
+    marker = Path(fields["marker"])
+    if epoch == int(fields["epoch"]) and not marker.exists():
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text("injected")
+        raise FloatingPointError(f"non-finite training loss nan at epoch {epoch} (injected by {FAULT_ENV})")
+
+
+def _trial_identity() -> tuple[str, Path]:
+    """Tune's trial id and a local working directory for the units' run folders."""
+    from ray import tune
+
+    try:
+        ctx = tune.get_context()
+        trial_id, trial_dir = ctx.get_trial_id(), ctx.get_trial_dir()
+    except Exception:  # outside a Tune session (unit tests call the trainable directly)
+        trial_id, trial_dir = None, None
+    if not trial_id:
+        return "local", Path(tempfile.mkdtemp(prefix="haloae-trial-"))
+    return trial_id, Path(trial_dir) / "units"
+
+
+def run_trial(config: dict[str, Any], spec: SweepSpec, parent_run_id: str) -> None:
+    """Train the trial's units epoch by epoch, report to Tune and log to MLflow from here."""
+    from ray import tune
+
+    _limit_resources(spec)
+    trial_id, work = _trial_identity()
+    work.mkdir(parents=True, exist_ok=True)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:  # a restarted trial: put every unit's last state back
+        with checkpoint.as_directory() as saved:
+            shutil.copytree(saved, work, dirs_exist_ok=True)
+
+    units = []
+    for category, seed in trial_units(spec, config):
+        params = {**config, "category": category, "seed": seed}
+        cfg = build_config(spec, params)
+        data = cached_category_data(cfg, spec.data_root(), category)
+        out_dir = work / f"{category}-s{seed}"
+        run = TrialRun(
+            spec.tracking_uri(), spec.experiment_name(), parent_run_id, spec.name, trial_id,
+            category, seed, cfg, str(spec.data_root()),
+        )
+        units.append((cfg, data, out_dir, run))
+
+    try:
+        _train(spec, units, work)
+    except BaseException as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        for *_, run in units:
+            run.fail(reason)
+        raise
+
+
+def _train(spec: SweepSpec, units: list, work: Path) -> None:
+    epochs = units[0][0].train.epochs
+    loops = [fit_epochs(cfg, data, out, resume=True, progress=False) for cfg, data, out, _ in units]
+    reported = False
+    for loop_items in zip(*loops, strict=True):
+        epoch = loop_items[0][0]
+        _maybe_inject_fault(epoch)
+        per_unit = []
+        for (cfg, data, out, run), (_, metrics) in zip(units, loop_items, strict=True):
+            run.log_epoch(epoch, metrics)
+            if epoch == epochs - 1:  # evaluate and log before the last report (see module doc)
+                metrics = {**metrics, **_finish_unit(cfg, data, out, run)}
+            per_unit.append(metrics)
+        _report(aggregate(per_unit) | {"epoch": epoch}, units)
+        reported = True
+    if not reported:  # restarted after its last epoch's checkpoint: only the final evaluation is left
+        final = [_finish_unit(cfg, data, out, run) for cfg, data, out, run in units]
+        _report(aggregate(final) | {"epoch": epochs - 1}, units)
+
+
+def _finish_unit(cfg, data, out: Path, run: TrialRun) -> dict[str, float]:
+    final = finish(out, data, pick_device(cfg.train.device)).metrics
+    run.finish(final, out, cfg)
+    return final
+
+
+def _report(metrics: dict[str, float], units: list) -> None:
+    """``tune.report`` with a checkpoint holding every unit's checkpoint.pt and best.pt."""
+    from ray import tune
+
+    with tempfile.TemporaryDirectory(prefix="haloae-ckpt-") as tmp:
+        for _, _, out, _ in units:
+            dest = Path(tmp) / out.name
+            dest.mkdir()
+            for name in (CHECKPOINT, BEST):
+                if (out / name).is_file():
+                    shutil.copy2(out / name, dest / name)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+__all__ = ["aggregate", "run_trial", "trial_units"]

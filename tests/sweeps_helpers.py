@@ -1,0 +1,74 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Shared pieces of the sweep tests: tiny sweep definitions and MLflow/Optuna readers."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+QUIET = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+os.environ.update(QUIET)
+
+
+def tiny_spec(tmp_path: Path, name: str, **fields: Any) -> Path:
+    """A sweep definition on synthetic 32 px data with the ``tiny`` preset: seconds per trial."""
+    spec: dict[str, Any] = {
+        "name": name,
+        "data": {"synthetic": {"categories": ["synth_disc", "synth_brick"], "size": 32, "seed": 0}, "categories": "all"},
+        "preset": "tiny",
+        "overrides": {"train.epochs": 3, "train.steps_per_epoch": 2},
+        "variants": ["haloae"],
+        "seeds": [0],
+        "search": {"algorithm": "grid", "space": {}},
+        "resources": {"cpu": 0.5},
+        "storage": str(tmp_path / "sweeps"),
+    }
+    for key, value in fields.items():
+        if isinstance(value, dict) and isinstance(spec.get(key), dict):
+            spec[key] = {**spec[key], **value}
+        else:
+            spec[key] = value
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def trial_runs(tracking_uri: str, experiment: str) -> list:
+    """Every child (trial) run of an experiment, any status."""
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no MLflow experiment {experiment!r}"
+    return list(
+        client.search_runs([exp.experiment_id], "tags.`haloae.role` = 'trial'", run_view_type=ViewType.ALL, max_results=1000)
+    )
+
+
+def duplicates(runs: list) -> list[tuple[str, str, str]]:
+    keys = Counter((r.data.tags["trial_id"], r.data.tags["category"], r.data.tags["seed"]) for r in runs)
+    return [k for k, n in keys.items() if n > 1]
+
+
+def artifact_paths(tracking_uri: str, run_id: str) -> set[str]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    found, stack = set(), [None]
+    while stack:
+        for item in client.list_artifacts(run_id, stack.pop()):
+            found.add(item.path)
+            if item.is_dir:
+                stack.append(item.path)
+    return found
+
+
+def epoch_steps(tracking_uri: str, run_id: str, key: str = "train/loss") -> list[int]:
+    from mlflow.tracking import MlflowClient
+
+    return sorted(m.step for m in MlflowClient(tracking_uri).get_metric_history(run_id, key))

@@ -1,0 +1,136 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The sweep driver SIGKILLed mid-sweep, then ``haloae sweep --resume``: real processes throughout.
+
+Ray runs as its own process (``ray start --head --block``), as on a cluster: a SIGKILLed driver
+that had started Ray itself would leave raylets behind (ray-optuna-mlflow-notes.md). Every
+process the test starts is stopped by its pid.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sweeps.spec import load_spec
+from tests.sweeps_helpers import QUIET, duplicates, epoch_steps, tiny_spec, trial_runs
+
+HALOAE = [sys.executable, "-m", "haloae.cli"]
+TRIAL_DIR = re.compile(r"run_trial_([0-9a-f]+_\d+)_")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env() -> dict[str, str]:
+    # RAY_AUTH_MODE: Ray 2.60's `ray start` turns token authentication on by default; a loopback
+    # test cluster opts out (clusters in cluster/ keep it on)
+    return {**os.environ, **QUIET, "PYTHONUNBUFFERED": "1", "RAY_AUTH_MODE": "disabled"}
+
+
+def stop(process: subprocess.Popen, grace: float = 30) -> None:
+    """SIGTERM the process group (``ray start --block`` then stops what it started), SIGKILL after ``grace``."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def start_ray_head(log: Path, num_cpus: int = 2) -> tuple[subprocess.Popen, str]:
+    """``ray start --head --block`` on loopback in its own process group; returns it and its address."""
+    port = free_port()
+    with open(log, "w") as out:  # the child keeps its own descriptor
+        head = subprocess.Popen(
+            ["ray", "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+             f"--num-cpus={num_cpus}", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats"],
+            env=env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            probe = subprocess.run(["ray", "status", f"--address={address}"], env=env(), capture_output=True, text=True)
+            if probe.returncode == 0:
+                return head, address
+            assert head.poll() is None, log.read_text()[-3000:]
+            time.sleep(1)
+        raise AssertionError(f"ray head did not come up in 120 s: {log.read_text()[-3000:]}")
+    except BaseException:
+        stop(head)
+        raise
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """A one-node Ray cluster in its own processes; stopped by pid at the end."""
+    head, address = start_ray_head(tmp_path / "ray-head.log")
+    yield address
+    stop(head)
+
+
+def checkpointed_trials(experiment: Path) -> set[str]:
+    """Trial ids with at least one checkpoint persisted in the Tune experiment folder."""
+    found = set()
+    for trial_dir in experiment.glob("run_trial_*"):
+        match = TRIAL_DIR.match(trial_dir.name)
+        if match and any(trial_dir.glob("checkpoint_*")):
+            found.add(match.group(1))
+    return found
+
+
+def test_driver_sigkill_then_resume_completes_without_restarts_or_duplicates(tmp_path, ray_head):
+    path = tiny_spec(
+        tmp_path, "killed",
+        search={"algorithm": "grid", "space": {"optim.lr": {"grid": [1e-3, 2e-3, 5e-3, 1e-2]}}},
+        objective={"metric": "val/image_auroc", "mode": "max", "aggregate": "per_category"},
+        data={"synthetic": {"categories": ["synth_disc"], "size": 32, "seed": 0}, "categories": "all"},
+        overrides={"train.epochs": 8, "train.steps_per_epoch": 3},
+        resources={"cpu": 1},
+    )
+    spec = load_spec(path)
+    experiment = Path(spec.sweep_dir()) / "ray"
+    with open(tmp_path / "driver-1.log", "w") as log:
+        driver = subprocess.Popen(
+            [*HALOAE, "sweep", str(path), "--address", ray_head], env=env(), stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and len(checkpointed_trials(experiment)) < 2:
+            assert driver.poll() is None, (tmp_path / "driver-1.log").read_text()[-3000:]
+            time.sleep(0.5)
+        had_checkpoint = checkpointed_trials(experiment)
+        assert len(had_checkpoint) >= 2, "no trial checkpointed within 240 s"
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    running_before = [r for r in trial_runs(spec.tracking_uri(), spec.experiment_name()) if r.info.status == "RUNNING"]
+    assert running_before, "the kill should have left RUNNING runs behind"
+
+    resumed = subprocess.run(
+        [*HALOAE, "sweep", str(path), "--resume", "--address", ray_head], env=env(), capture_output=True, text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    runs = trial_runs(spec.tracking_uri(), spec.experiment_name())
+    assert len(runs) == 4 and not duplicates(runs)
+    assert [r.info.status for r in runs] == ["FINISHED"] * 4
+    for run in runs:
+        steps = epoch_steps(spec.tracking_uri(), run.info.run_id)
+        assert set(steps) == set(range(8)), steps
+        if run.data.tags["trial_id"] in had_checkpoint:
+            # resumed from its checkpoint: epoch 0 was trained once, not again after the kill
+            assert steps.count(0) == 1, f"{run.data.tags['trial_id']} restarted from epoch 0: {steps}"

@@ -1,0 +1,147 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Sweeps end to end on real Ray (local), a real MLflow sqlite store and real Optuna studies."""
+
+from __future__ import annotations
+
+import pytest
+
+from sweeps.spec import load_spec
+from tests.sweeps_helpers import artifact_paths, duplicates, epoch_steps, tiny_spec, trial_runs
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture
+def fresh_ray():
+    """Each sweep starts its own local Ray (so env such as fault injection reaches the workers)."""
+    ray.shutdown()
+    yield
+    ray.shutdown()
+
+
+def test_smoke_sweep_runs_to_completion_with_mlflow_records(tmp_path, fresh_ray):
+    from sweeps.runner import run_sweep
+
+    spec = load_spec("sweeps/smoke.yaml", [f"storage={tmp_path / 'sweeps'}"])
+    outcome = run_sweep(spec)
+    assert not outcome.failed, outcome.summary()
+    assert all(t.status == "TERMINATED" for t in outcome.trials)
+    runs = trial_runs(spec.tracking_uri(), spec.experiment_name())
+    units = len(spec.categories()) * len(spec.seeds) if spec.objective.aggregate == "mean" else 1
+    assert len(runs) == len(outcome.trials) * units
+    assert not duplicates(runs)
+    for run in runs:
+        assert run.info.status == "FINISHED", run.data.tags.get("error")
+        tags, metrics = run.data.tags, run.data.metrics
+        for tag in ("sweep", "trial_id", "category", "variant", "seed"):
+            assert tags.get(tag), f"tag {tag} missing"
+        assert tags["mlflow.parentRunId"] == outcome.parent_run_id
+        for key in ("val/image_auroc", "val/pixel_auroc", "test/image_auroc", "test/pixel_auroc", "test/aupro"):
+            assert 0.0 <= metrics[key] <= 1.0, key
+        assert any(k.startswith("test/defect/") for k in metrics), "no per-defect metrics"
+        from haloae.config import HaloAEConfig
+
+        assert set(HaloAEConfig().flatten()) <= set(run.data.params), "params are not the flattened config"
+        assert run.data.params["variant"] == tags["variant"] and run.data.params["train.seed"] == tags["seed"]
+        assert epoch_steps(spec.tracking_uri(), run.info.run_id) == list(range(spec.epochs()))
+        paths = artifact_paths(spec.tracking_uri(), run.info.run_id)
+        for expected in ("config.json", "metrics.json", "alpha_schedule.png", "checkpoint/best.pt"):
+            assert expected in paths, f"artifact {expected} missing: {sorted(paths)}"
+        assert any(p.startswith("overlays/") and p.endswith(".png") for p in paths)
+    summary = outcome.summary()
+    assert "best" in summary and "mlflow ui" in summary
+
+
+def test_failing_trial_is_recorded_and_retried_from_its_checkpoint(tmp_path, fresh_ray, monkeypatch):
+    from sweeps.runner import run_sweep
+
+    # attempt 1: every trial raises once at epoch 1 (after its epoch-0 checkpoint); retries: 1
+    marker = tmp_path / "fault"
+    monkeypatch.setenv("HALOAE_INJECT_FAULT", f"epoch=1,marker={marker}")
+    path = tiny_spec(
+        tmp_path, "retry", retries=1, search={"algorithm": "grid", "space": {"optim.lr": {"grid": [1e-3, 1e-2]}}},
+        objective={"metric": "val/image_auroc", "mode": "max", "aggregate": "per_category"},
+        data={"synthetic": {"categories": ["synth_disc"], "size": 32, "seed": 0}, "categories": "all"},
+    )
+    spec = load_spec(path)
+    outcome = run_sweep(spec)
+    assert marker.exists()
+    assert not outcome.failed and len(outcome.trials) == 2, outcome.summary()
+    runs = trial_runs(spec.tracking_uri(), spec.experiment_name())
+    assert len(runs) == 2 and not duplicates(runs)
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        # the retried trial resumed at epoch 1 from its checkpoint: epoch 0 was trained (logged) once
+        assert epoch_steps(spec.tracking_uri(), run.info.run_id).count(0) == 1
+
+
+def test_trial_that_raises_ends_failed_with_its_reason_others_finish(tmp_path, fresh_ray):
+    from sweeps.runner import run_sweep
+
+    # a learning rate of 1e30 makes the loss non-finite within the first steps: a real NaN
+    path = tiny_spec(
+        tmp_path, "nan", search={"algorithm": "grid", "space": {"optim.lr": {"grid": [1e-3, 1e30]}}},
+        objective={"metric": "val/image_auroc", "mode": "max", "aggregate": "per_category"},
+        data={"synthetic": {"categories": ["synth_disc"], "size": 32, "seed": 0}, "categories": "all"},
+    )
+    spec = load_spec(path)
+    outcome = run_sweep(spec)
+    failed = outcome.failed
+    assert len(failed) == 1 and failed[0].params["optim.lr"] == 1e30
+    assert "non-finite training loss" in failed[0].error
+    runs = {float(r.data.params["optim.lr"]): r for r in trial_runs(spec.tracking_uri(), spec.experiment_name())}
+    assert runs[1e30].info.status == "FAILED"
+    assert "non-finite training loss" in runs[1e30].data.tags["error"]
+    assert runs[1e-3].info.status == "FINISHED"
+    assert "FAILED" in outcome.summary()
+
+
+def test_optuna_sweep_persists_its_study_and_resume_continues_it(tmp_path, fresh_ray):
+    import optuna
+
+    from sweeps.runner import run_sweep
+
+    path = tiny_spec(
+        tmp_path, "alpha",
+        search={"algorithm": "optuna", "sampler": "tpe", "seed": 3, "num_samples": 3,
+                "alpha": {"mode": "midpoint_slope", "terms": ["cls", "fm", "im"]}},
+        objective={"metric": "val/image_auroc", "mode": "max", "aggregate": "mean"},
+        overrides={"train.epochs": 2, "train.steps_per_epoch": 2},
+        max_concurrent_trials=2,
+    )
+    spec = load_spec(path)
+    outcome = run_sweep(spec)
+    assert len(outcome.trials) == 3 and not outcome.failed, outcome.summary()
+    storage = f"sqlite:///{spec.sweep_dir()}/optuna.db"
+    study = optuna.load_study(study_name=spec.name, storage=storage)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 3
+    assert {"loss.alpha.cls.c", "loss.alpha.fm.d"} <= set(done[0].params)
+    # MLflow: one child run per trial and category, params = the sampled alpha values
+    runs = trial_runs(spec.tracking_uri(), spec.experiment_name())
+    assert len(runs) == 3 * 2 and not duplicates(runs)
+    sampled = {round(t.params["loss.alpha.cls.c"], 6) for t in done}
+    assert {round(float(r.data.params["loss.alpha.cls.c"]), 6) for r in runs} == sampled
+
+    # resuming a finished sweep continues the same study: nothing is rerun or duplicated
+    ray.shutdown()
+    again = run_sweep(load_spec(path), resume=True)
+    assert len(again.trials) == 3
+    study = optuna.load_study(study_name=spec.name, storage=storage)
+    assert len(study.trials) == 3
+    assert optuna.get_all_study_names(storage) == [spec.name]
+    assert len(trial_runs(spec.tracking_uri(), spec.experiment_name())) == 6
+
+
+def test_rerun_without_resume_is_refused_and_keeps_records(tmp_path, fresh_ray):
+    from sweeps.runner import run_sweep
+    from sweeps.spec import SpecError
+
+    path = tiny_spec(tmp_path, "once", overrides={"train.epochs": 1, "train.steps_per_epoch": 1},
+                     data={"synthetic": {"categories": ["synth_disc"], "size": 32, "seed": 0}, "categories": "all"})
+    spec = load_spec(path)
+    run_sweep(spec)
+    before = len(trial_runs(spec.tracking_uri(), spec.experiment_name()))
+    with pytest.raises(SpecError, match="--resume"):
+        run_sweep(load_spec(path))
+    assert len(trial_runs(spec.tracking_uri(), spec.experiment_name())) == before

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ class TrialOutcome:
     status: str  # TERMINATED | ERROR | STOPPED (early, by the scheduler)
     metrics: dict[str, float] = field(default_factory=dict)
     error: str = ""
+    node_id: str = ""  # the Ray node of its last reported epoch
 
 
 @dataclass
@@ -71,6 +73,9 @@ class SweepOutcome:
             lines.append(f"  best {category:16s} {trial.trial_id}  {metric}={trial.metrics[metric]:.4f}  test/image_auroc={test:.4f}  [{knobs}]")
         for trial in self.failed:
             lines.append(f"  FAILED {trial.trial_id} [{trial.params}]: {trial.error}")
+        nodes = Counter(t.node_id for t in self.trials if t.node_id)
+        if len(nodes) > 1:
+            lines.append("  trials per Ray node: " + ", ".join(f"{n[:12]}={k}" for n, k in sorted(nodes.items())))
         lines.append(f"MLflow: {spec.tracking_uri()}  experiment {spec.experiment_name()!r}")
         if spec.tracking_uri().startswith("sqlite:"):
             lines.append(f"  open the UI: mlflow ui --backend-store-uri {spec.tracking_uri()} --port 5000  -> http://127.0.0.1:5000")
@@ -235,7 +240,8 @@ def _outcome(spec: SweepSpec, results, parent: str) -> SweepOutcome:
             status, error = "STOPPED", ""
         else:
             status, error = "TERMINATED", ""
-        trials.append(TrialOutcome(str(trial_id), params, status, metrics, error))
+        node = str((result.metrics or {}).get("node_id", ""))
+        trials.append(TrialOutcome(str(trial_id), params, status, metrics, error, node))
     return SweepOutcome(spec, trials, parent)
 
 

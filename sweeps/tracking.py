@@ -167,6 +167,13 @@ class TrialRun:
             for i in range(0, len(params), 100):
                 self.mlf.log_batch(self.run_id, params=params[i : i + 100])
 
+    def tag_node(self, node_id: str) -> None:
+        """The Ray node of this attempt (``ray.node_id``; earlier attempts' nodes in ``ray.node_ids``)."""
+        previous = self.mlf.get_run(self.run_id).data.tags.get("ray.node_ids", "")
+        nodes = [n for n in previous.split(",") if n] + [node_id]
+        self.mlf.set_tag(self.run_id, "ray.node_id", node_id)
+        self.mlf.set_tag(self.run_id, "ray.node_ids", ",".join(nodes))
+
     def log_epoch(self, epoch: int, metrics: Mapping[str, Any]) -> None:
         batch = _metrics(metrics, epoch)
         for i in range(0, len(batch), 1000):

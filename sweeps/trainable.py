@@ -113,6 +113,7 @@ def run_trial(config: dict[str, Any], spec: SweepSpec, parent_run_id: str) -> No
             spec.tracking_uri(), spec.experiment_name(), parent_run_id, spec.name, trial_id,
             category, seed, cfg, str(spec.data_root()),
         )
+        run.tag_node(_node_id())
         units.append((cfg, data, out_dir, run))
 
     try:
@@ -150,9 +151,18 @@ def _finish_unit(cfg, data, out: Path, run: TrialRun) -> dict[str, float]:
     return final
 
 
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+
+
 def _report(metrics: dict[str, float], units: list) -> None:
-    """``tune.report`` with a checkpoint holding every unit's checkpoint.pt and best.pt."""
+    """``tune.report`` with a checkpoint holding every unit's checkpoint.pt and best.pt, and the
+    Ray node the epoch ran on (``node_id``: on a cluster, where each trial went)."""
     from ray import tune
+
+    metrics = {**metrics, "node_id": _node_id()}
 
     with tempfile.TemporaryDirectory(prefix="haloae-ckpt-") as tmp:
         for _, _, out, _ in units:

@@ -1,0 +1,174 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``haloae tables | figures | export | predict``: the analysis layer's commands (loaded lazily by
+``haloae.cli``). Heavy imports (pandas, MLflow, torch) happen inside the commands.
+
+Bad input (unknown sweep, category, knob, metric or format) raises an ``InputError`` subclass,
+which the ``haloae`` group prints as one line with exit code 2; choices are checked the same way
+rather than by ``click.Choice`` so that they too fail in one line.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from haloae.errors import InputError
+
+
+class ChoiceError(InputError):
+    """An option value outside its choices."""
+
+
+def _choice(name: str, valid: tuple[str, ...]):
+    def check(ctx, param, value):
+        values = value if isinstance(value, tuple) else (value,)
+        for v in values:
+            if v is not None and v not in valid:
+                raise ChoiceError(f"{name}: unknown {v!r}; valid: {', '.join(valid)}")
+        return value
+
+    return check
+
+
+def _pair(name: str):
+    def check(ctx, param, value):
+        if value is None:
+            return None
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        if len(parts) != 2:
+            raise ChoiceError(f"{name}: give two knobs separated by a comma, e.g. model.block_size,model.halo_size; got {value!r}")
+        return parts[0], parts[1]
+
+    return check
+
+
+def _where(ctx, param, value):
+    out = {}
+    for item in value:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ChoiceError(f"--where {item!r}: expected KEY=VALUE, e.g. variant=haloae")
+        out[key.strip()] = text.strip()
+    return out
+
+
+FORMATS = ("md", "latex", "csv", "html")
+SPLITS = ("test", "val")
+TABLE_CHOICES = ("all", "table2", "table3", "table4", "tableS1", "pivot")
+
+SWEEP = click.option("--sweep", required=True, help="Sweep name (its MLflow parent run's `sweep` tag).")
+TRACKING = click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: --storage, $MLFLOW_TRACKING_URI, runs/sweeps).")
+STORAGE = click.option("--storage", default=None, type=click.Path(file_okay=False), help="Sweep storage root holding <sweep>/mlflow.db.")
+SPLIT = click.option("--split", default="test", show_default=True, callback=_choice("--split", SPLITS), help="Metrics of: test | val.")
+PIVOT = click.option("--pivot", "pivot_knobs", default=None, callback=_pair("--pivot"), metavar="ROWS,COLUMNS", help="Two knobs for a pivot table / heat map.")
+METRIC = click.option("--metric", default=None, help="Metric of pivots and bars (default: <split>/image_auroc).")
+WHERE = click.option("--where", multiple=True, callback=_where, metavar="KEY=VALUE", help="Keep runs whose column equals VALUE (repeatable).")
+
+
+def _runs(sweep, tracking_uri, storage, where):
+    import warnings
+
+    from analysis.runs import RunsWarning, load_runs, select
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RunsWarning)  # said once, below
+        runs = load_runs(sweep, tracking_uri, storage)
+    click.echo(runs.attrs["summary"], err=True)
+    return select(runs, where) if where else runs
+
+
+@click.command()
+@SWEEP
+@TRACKING
+@STORAGE
+@click.option("--table", "which", multiple=True, default=("all",), callback=_choice("--table", TABLE_CHOICES),
+              help="all | table2 | table3 | table4 | tableS1 | pivot (repeatable; all = 2, 3/4, S1, and pivot if --pivot).")  # fmt: skip
+@click.option("--format", "fmt", default="md", show_default=True, callback=_choice("--format", FORMATS), help="md | latex | csv | html.")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Write <out>/<table>.<ext> instead of printing.")
+@click.option("--paper", is_flag=True, help="Put the paper's reported numbers beside ours.")
+@SPLIT
+@PIVOT
+@METRIC
+@WHERE
+def tables(sweep, tracking_uri, storage, which, fmt, out_dir, paper, split, pivot_knobs, metric, where) -> None:
+    """Paper-style tables of a sweep: mean ± std over seeds, best in bold."""
+    from pathlib import Path
+
+    from analysis import render
+    from analysis import tables as shapes
+
+    names = list(which)
+    if "all" in names:
+        names = ["table2", "table3", "tableS1"] + (["pivot"] if pivot_knobs else [])
+    runs = _runs(sweep, tracking_uri, storage, where)
+    built = shapes.build(runs, names, split, paper, pivot_knobs, metric)
+    texts = [(t, render.render(t, fmt)) for t in built]
+    if out_dir is None:
+        click.echo("\n".join(text for _, text in texts))
+        return
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    for table, text in texts:
+        path = folder / f"{table.name}.{render.EXTENSIONS[fmt]}"
+        path.write_text(text)
+        click.echo(str(path))
+
+
+@click.command()
+@SWEEP
+@TRACKING
+@STORAGE
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the PNGs.")
+@click.option("--run", "run_id", default=None, help="Run for the alpha schedule and overlays (default: best val/image_auroc).")
+@click.option("--images", multiple=True, type=click.Path(dir_okay=False), help="Images for the overlays (repeatable; default: a few test images).")
+@PIVOT
+@METRIC
+@SPLIT
+@WHERE
+@click.option("--log/--no-log", default=True, show_default=True, help="Also log the PNGs to the sweep's parent run (figures/).")
+def figures(sweep, tracking_uri, storage, out_dir, run_id, images, pivot_knobs, metric, split, where, log) -> None:
+    """Figures of a sweep: alpha schedule, overlays, bars with seed spread, pivot heat map."""
+    from analysis.figures import make_figures
+
+    runs = _runs(sweep, tracking_uri, storage, where)
+    for path in make_figures(runs, out_dir, run_id, list(images) or None, pivot_knobs, metric, split, log):
+        click.echo(str(path))
+
+
+@click.command()
+@SWEEP
+@click.option("--categories", default=None, help="Comma-separated categories (default: every category of the sweep).")
+@TRACKING
+@STORAGE
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Bundles go to <out>/<category>/.")
+@click.option("--objective", default="val/image_auroc", show_default=True, help="Validation metric that picks the run.")
+@click.option("--data-root", default=None, type=click.Path(file_okay=False), help="Dataset root (default: the run's data_root tag).")
+@click.option("--register/--no-register", default=True, show_default=True, help="Register haloae-<category> with alias champion.")
+def export(sweep, categories, tracking_uri, storage, out_dir, objective, data_root, register) -> None:
+    """Export the best run per category (by a validation metric): bundle + registered model."""
+    from analysis.export import export_sweep
+
+    names = [c.strip() for c in categories.split(",") if c.strip()] if categories else None
+    for e in export_sweep(sweep, out_dir, names, tracking_uri, storage, objective, data_root, register):
+        where = f" -> {e.model_uri} (version {e.version})" if e.model_uri else ""
+        click.echo(f"{e.category}: run {e.run_id} {e.objective}={e.value:.4f} threshold={e.threshold:.6g} bundle {e.bundle}{where}")
+
+
+@click.command()
+@click.option("--model", required=True, help="A bundle folder or models:/haloae-<category>@champion.")
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for overlays and predictions.csv.")
+@TRACKING
+def predict(model, images, out_dir, tracking_uri) -> None:
+    """Score images: an overlay PNG per image and predictions.csv (image, score, decision)."""
+    from analysis.predict import predict_files
+
+    report = predict_files(model, list(images), out_dir, tracking_uri)
+    for row in report.table.itertuples(index=False):
+        click.echo(f"{row.image}: score {row.score:.6g} {'ANOMALOUS' if row.decision else 'normal'}")
+    click.echo(str(report.csv))
+    for error in report.errors:
+        click.echo(f"Error: {error}", err=True)
+    if report.errors:
+        sys.exit(2)

@@ -1,0 +1,196 @@
+# SPDX-License-Identifier: Apache-2.0
+"""MLflow data for the analysis tests, written in exactly the sweep layer's contract, in ONE place.
+
+``log_sweep`` writes what one sweep leaves in MLflow: a parent run (tags ``sweep``,
+``spec_sha256``, ``haloae.role=parent``, ``haloae.varied``; artifact ``spec.yaml``) and a nested
+child run per (trial, category, seed) (tags ``sweep``, ``trial_id``, ``category``, ``variant``,
+``seed``, ``data_root``, ``haloae.role=trial``, ``error`` on failure; params = ``cfg.flatten()``
+as strings; per-epoch metrics at step = epoch; the final ``val/*`` and ``test/*`` metrics at step
+= best epoch; artifacts ``config.json``, ``metrics.json``, ``checkpoint/best.pt``, ``overlays/``).
+
+Two trial sources feed it: ``fake_trials`` (metric values chosen here, so tables can be checked
+by hand) and ``trained_trials`` (real tiny ``haloae.train.fit`` runs, for export). Once the sweep
+runner exists, a real small sweep can replace ``log_sweep`` + these trials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from haloae.config import HaloAEConfig
+from haloae.scoring import MAP_SCORINGS, SCORINGS
+from haloae.synth import DEFECT_TYPES
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+FAKE_VARIANTS = ("haloae", "equal_weights", "uncertainty_weighting")
+FAKE_CATEGORIES = ("synth_brick", "synth_disc")  # a texture and an object
+SEEDS = (0, 1)
+BEST_EPOCH = 1  # of epochs 0, 1, 2: the last epoch is *not* the best, as in real runs
+TINY = {"model.backbone.weights": "random", "train.epochs": 1, "train.steps_per_epoch": 2, "train.batch_size": 2}
+
+
+@dataclass
+class Trial:
+    """One child run: its identity, status, metrics and artifact files."""
+
+    trial_id: str
+    category: str
+    seed: int
+    cfg: HaloAEConfig
+    status: str = "FINISHED"  # FINISHED | FAILED | RUNNING
+    epochs: list[dict[str, float]] = field(default_factory=list)  # per-epoch metrics, step = index
+    final: dict[str, float] = field(default_factory=dict)  # val/* test/* best_epoch; step = best epoch
+    error: str = ""
+    run_dir: Path | None = None  # a haloae.train output folder (best.pt, metrics.json, overlays/)
+    run_id: str = ""  # filled by log_sweep
+
+
+@dataclass
+class LoggedSweep:
+    name: str
+    tracking_uri: str
+    storage: Path
+    parent_run_id: str
+    trials: list[Trial]
+    data_root: Path | None = None
+
+
+def log_sweep(storage: Path, name: str, trials: list[Trial], varied: str | None, data_root: Path | None = None,
+              tracking_uri: str | None = None) -> LoggedSweep:  # fmt: skip
+    """Write a sweep's parent and child runs into ``<storage>/<name>/mlflow.db`` (or ``tracking_uri``)."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    folder = storage / name
+    folder.mkdir(parents=True, exist_ok=True)
+    uri = tracking_uri or f"sqlite:///{(folder / 'mlflow.db').resolve()}"
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(name)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(name, artifact_location=(folder / "artifacts").resolve().as_uri())
+    spec = folder / "spec.yaml"
+    spec.write_text(f"name: {name}\n")
+    parent_tags = {"sweep": name, "spec_sha256": hashlib.sha256(spec.read_bytes()).hexdigest(), "haloae.role": "parent"}
+    if varied is not None:
+        parent_tags["haloae.varied"] = varied
+    parent = client.create_run(experiment_id, run_name=name, tags=parent_tags).info.run_id
+    client.log_artifact(parent, str(spec))
+    now = int(time.time() * 1000)
+    for trial in trials:
+        tags = {
+            "mlflow.parentRunId": parent, "sweep": name, "trial_id": trial.trial_id, "category": trial.category,
+            "variant": trial.cfg.variant, "seed": str(trial.seed), "haloae.role": "trial",
+        }  # fmt: skip
+        if data_root is not None:
+            tags["data_root"] = str(data_root)
+        if trial.error:
+            tags["error"] = trial.error
+        run = client.create_run(experiment_id, run_name=f"{trial.trial_id}-{trial.category}-{trial.seed}", tags=tags)
+        trial.run_id = run.info.run_id
+        # as the sweep layer logs them: tuples as JSON lists, everything else str()
+        params = [Param(k, json.dumps(list(v)) if isinstance(v, tuple) else str(v)) for k, v in trial.cfg.flatten().items()]
+        metrics = [Metric(k, float(v), now + step, step) for step, epoch in enumerate(trial.epochs) for k, v in epoch.items()]
+        best = int(trial.final.get("best_epoch", 0))
+        metrics += [Metric(k, float(v), now + 100, best) for k, v in trial.final.items()]
+        client.log_batch(trial.run_id, metrics=metrics, params=params)
+        client.log_dict(trial.run_id, trial.cfg.to_dict(), "config.json")
+        if trial.final:
+            client.log_dict(trial.run_id, trial.final, "metrics.json")
+        if trial.run_dir is not None:
+            client.log_artifact(trial.run_id, str(trial.run_dir / "best.pt"), "checkpoint")
+            if (trial.run_dir / "overlays").is_dir():
+                client.log_artifacts(trial.run_id, str(trial.run_dir / "overlays"), "overlays")
+        if trial.status != "RUNNING":
+            client.set_terminated(trial.run_id, trial.status)
+    client.set_terminated(parent, "FINISHED")
+    return LoggedSweep(name, uri, storage, parent, trials, data_root)
+
+
+# ---------------------------------------------------------------------- trials with chosen metrics
+def _fake_metrics(rng: np.random.Generator, category: str) -> dict[str, float]:
+    """One run's final metrics for one split-less set of names (values in [0.5, 1], 4 decimals)."""
+    out: dict[str, float] = {}
+    for scoring in SCORINGS:
+        out[f"{scoring}/image_auroc"] = round(float(rng.uniform(0.5, 1.0)), 4)
+        if scoring in MAP_SCORINGS:
+            out[f"{scoring}/pixel_auroc"] = round(float(rng.uniform(0.5, 1.0)), 4)
+            out[f"{scoring}/aupro"] = round(float(rng.uniform(0.2, 0.9)), 4)
+    for key in ("image_auroc", "pixel_auroc", "aupro"):  # the default scoring without its prefix
+        out[key] = out[f"afm_norm_filter/{key}"]
+    for defect in DEFECT_TYPES[category]:
+        out[f"defect/{defect}/image_auroc"] = round(float(rng.uniform(0.5, 1.0)), 4)
+    return out
+
+
+def fake_trials(categories=FAKE_CATEGORIES, variants=FAKE_VARIANTS, seeds=SEEDS, overrides=None) -> list[Trial]:
+    """Variants x categories x seeds FINISHED, plus one FAILED and one RUNNING run."""
+    trials = []
+    for v, variant in enumerate(variants):
+        for c, category in enumerate(categories):
+            for seed in seeds:
+                rng = np.random.default_rng([v, c, seed])
+                cfg = HaloAEConfig.from_overrides("tiny", {**TINY, **(overrides or {}), "train.seed": seed}, variant=variant)
+                val, test = _fake_metrics(rng, category), _fake_metrics(rng, category)
+                final = {f"val/{k}": x for k, x in val.items()} | {f"test/{k}": x for k, x in test.items()}
+                final["best_epoch"] = BEST_EPOCH
+                epochs = []
+                for epoch in range(3):
+                    drop = 0.0 if epoch == BEST_EPOCH else 0.05  # other epochs validate worse
+                    e = {f"val/{k}": x - drop for k, x in val.items() if k.count("/") <= 1}
+                    e.update({"train/loss": 1.0 / (epoch + 1), "train/alpha_cls": 0.9 - 0.1 * epoch})
+                    epochs.append(e)
+                trials.append(Trial(f"t{v}", category, seed, cfg, epochs=epochs, final=final))
+    failed_cfg = HaloAEConfig.from_overrides("tiny", {**TINY, "train.seed": 2}, variant=variants[0])
+    trials.append(Trial("t0", categories[-1], 2, failed_cfg, "FAILED", epochs=[{"train/loss": float("nan")}],
+                        error="FloatingPointError: non-finite training loss nan at epoch 0, step 1"))  # fmt: skip
+    running_cfg = HaloAEConfig.from_overrides("tiny", {**TINY, "train.seed": 2}, variant=variants[1])
+    trials.append(Trial("t1", categories[0], 2, running_cfg, "RUNNING", epochs=[{"train/loss": 0.5, "val/image_auroc": 0.7}]))
+    return trials
+
+
+def grid_trials(blocks=(1, 2, 3), halos=(1, 2), category="synth_disc", seeds=SEEDS) -> list[Trial]:
+    """A two-knob grid (model.block_size x model.halo_size) of FINISHED runs for pivot tables."""
+    trials = []
+    for b in blocks:
+        for h in halos:
+            for seed in seeds:
+                rng = np.random.default_rng([b, h, seed])
+                cfg = HaloAEConfig.from_overrides("tiny", {**TINY, "train.seed": seed, "model.block_size": b, "model.halo_size": h})
+                val, test = _fake_metrics(rng, category), _fake_metrics(rng, category)
+                final = {f"val/{k}": x for k, x in val.items()} | {f"test/{k}": x for k, x in test.items()} | {"best_epoch": 0}
+                trials.append(Trial(f"b{b}h{h}", category, seed, cfg, final=final))
+    return trials
+
+
+# ---------------------------------------------------------------------- real tiny training runs
+def trained_trials(data_root: Path, out: Path, category: str = "synth_disc", seeds=(0, 1)) -> list[Trial]:
+    """Real ``haloae.train.fit`` runs (preset tiny, 1 epoch x 2 steps) on synthetic data at 32 px."""
+    from haloae.train import fit, prepare_data
+
+    trials = []
+    for seed in seeds:
+        cfg = HaloAEConfig.from_overrides("tiny", {**TINY, "train.seed": seed})
+        data = prepare_data(cfg, data_root, category)
+        epochs: list[dict[str, Any]] = []
+        result = fit(cfg, data, out / f"{category}-{seed}", on_epoch=lambda e, m, d, log=epochs: log.append(m), progress=False)
+        trials.append(Trial(f"t{seed}", category, seed, cfg, epochs=epochs, final=dict(result.metrics), run_dir=result.out_dir))
+    return trials
+
+
+def synth_data(root: Path, categories=("synth_disc",)) -> Path:
+    from haloae.synth import generate
+
+    generate(root, categories=list(categories), size=32, n_train=10, n_test_good=4, n_test_defect_per_type=2, seed=0)
+    return root
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())

@@ -25,7 +25,6 @@ EXPERIMENT_DIR = "ray"  # <sweep_dir>/ray: Tune's experiment folder
 QUIET_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "MLFLOW_DISABLE_TELEMETRY": "true",
-    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # no TensorBoard/CSV/JSON loggers per trial
     "RAY_AIR_NEW_OUTPUT": "0",  # the classic progress table (CLIReporter)
 }
 
@@ -154,6 +153,22 @@ def _scheduler(spec: SweepSpec):
     return FIFOScheduler()
 
 
+def _progress_table(spec: SweepSpec):
+    """Ray's progress table, every 30 s: the varied knobs and the objective, not every metric."""
+    from ray.tune import CLIReporter
+
+    from sweeps.space import tune_param_space
+
+    # the trial config's keys (a column missing from a config breaks the table); optuna: all
+    knobs = list(tune_param_space(spec)) if spec.search.algorithm != "optuna" else None
+    return CLIReporter(
+        metric_columns={"epoch": "epoch", spec.objective.metric: "objective", "train/loss": "loss"},
+        parameter_columns=knobs,
+        max_report_frequency=30,
+        sort_by_metric=True,  # by TuneConfig's metric and mode
+    )
+
+
 def build_trainable(spec: SweepSpec, parent_run_id: str):
     from ray import tune
 
@@ -214,6 +229,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None)
                 failure_config=tune.FailureConfig(max_failures=spec.retries),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 verbose=1,
+                progress_reporter=_progress_table(spec),
             ),
         )
     results = tuner.fit()

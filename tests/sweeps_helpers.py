@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-QUIET = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
+QUIET = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true"}
 os.environ.update(QUIET)
 
 

@@ -127,6 +127,7 @@ def test_optuna_sweep_persists_its_study_and_resume_continues_it(tmp_path, fresh
     ray.shutdown()
     again = run_sweep(load_spec(path), resume=True)
     assert len(again.trials) == 3
+    assert all(0 <= t.metrics["val/image_auroc"] <= 1 for t in again.trials), "restored results lost their metrics"
     study = optuna.load_study(study_name=spec.name, storage=storage)
     assert len(study.trials) == 3
     assert optuna.get_all_study_names(storage) == [spec.name]

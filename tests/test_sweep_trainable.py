@@ -1,0 +1,67 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The trainable's pieces that need no Ray: units of a trial, aggregation, resource limits, the
+per-node data cache."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sweeps.datacache import cached_category_data
+from sweeps.spec import build_config, load_spec
+from sweeps.trainable import _limit_resources, aggregate, trial_units
+from tests.sweeps_helpers import tiny_spec
+
+
+def test_units_per_category_and_mean(tmp_path):
+    per_category = load_spec(tiny_spec(tmp_path, "a", objective={"metric": "val/image_auroc", "mode": "max", "aggregate": "per_category"}))
+    assert trial_units(per_category, {"category": "synth_disc", "seed": 0}) == [("synth_disc", 0)]
+    mean = load_spec(tiny_spec(tmp_path, "b", seeds=[0, 1], search={"algorithm": "optuna", "num_samples": 1, "space": {"optim.lr": {"loguniform": [1e-4, 1e-2]}}},
+                               objective={"metric": "val/image_auroc", "mode": "max", "aggregate": "mean"}))
+    assert sorted(trial_units(mean, {})) == [("synth_brick", 0), ("synth_brick", 1), ("synth_disc", 0), ("synth_disc", 1)]
+
+
+def test_aggregate_is_the_mean_of_shared_finite_metrics():
+    out = aggregate([{"val/image_auroc": 0.5, "x": 1.0, "only_a": 3.0}, {"val/image_auroc": 1.0, "x": math.nan}])
+    assert out == {"val/image_auroc": 0.75, "x": 1.0}
+    assert aggregate([{"a": 1.0}]) == {"a": 1.0}
+
+
+def test_booked_cpus_limit_torch_threads(tmp_path):
+    before = torch.get_num_threads()
+    try:
+        spec = load_spec(tiny_spec(tmp_path, "c", resources={"cpu": 1}))
+        _limit_resources(spec)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_data_cache_builds_once_then_memory_maps(tmp_path):
+    from haloae.synth import generate
+
+    spec = load_spec(tiny_spec(tmp_path, "d"))
+    generate(spec.data_root(), categories=["synth_disc"], size=32, seed=0)
+    cfg = build_config(spec, {"variant": "haloae", "category": "synth_disc", "seed": 0})
+    first = cached_category_data(cfg, spec.data_root(), "synth_disc", tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("synth_disc-*.pt"))) == 1
+    second = cached_category_data(cfg, spec.data_root(), "synth_disc", tmp_path / "cache")
+    torch.testing.assert_close(second.test.images, first.test.images)
+    torch.testing.assert_close(second.val.masks, first.val.masks)
+    assert torch.equal(second.train.images, first.train.images)
+    # another split seed is another entry, never a stale one
+    other = build_config(spec, {"variant": "haloae", "category": "synth_disc", "seed": 1})
+    cached_category_data(other, spec.data_root(), "synth_disc", tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("synth_disc-*.pt"))) == 2
+
+
+@pytest.mark.parametrize("rule", ["epoch=0,marker={m}"])
+def test_fault_injection_raises_once(tmp_path, monkeypatch, rule):
+    from sweeps.trainable import FAULT_ENV, _maybe_inject_fault
+
+    monkeypatch.setenv(FAULT_ENV, rule.format(m=tmp_path / "m"))
+    with pytest.raises(FloatingPointError, match="non-finite training loss"):
+        _maybe_inject_fault(0)
+    _maybe_inject_fault(0)  # the marker exists: the retry goes through

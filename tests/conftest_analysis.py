@@ -9,8 +9,9 @@ as strings; per-epoch metrics at step = epoch; the final ``val/*`` and ``test/*`
 = best epoch; artifacts ``config.json``, ``metrics.json``, ``checkpoint/best.pt``, ``overlays/``).
 
 Two trial sources feed it: ``fake_trials`` (metric values chosen here, so tables can be checked
-by hand) and ``trained_trials`` (real tiny ``haloae.train.fit`` runs, for export). Once the sweep
-runner exists, a real small sweep can replace ``log_sweep`` + these trials.
+by hand, with FAILED and RUNNING runs) and ``trained_trials`` (real tiny ``haloae.train.fit``
+runs). ``real_sweep`` runs a real small sweep (Ray Tune + MLflow) and describes it the same way:
+the export, serve and predict tests use it.
 """
 
 from __future__ import annotations
@@ -194,3 +195,47 @@ def synth_data(root: Path, categories=("synth_disc",)) -> Path:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+# ---------------------------------------------------------------------- a real small sweep
+def real_sweep(tmp: Path, name: str, categories=("synth_disc",), variants=("haloae",), seeds=(0, 1),
+               epochs: int = 2) -> LoggedSweep:  # fmt: skip
+    """Run a real sweep (local Ray, sqlite MLflow, tiny preset at 32 px) and describe it as a
+    ``LoggedSweep``: each trial's ``final`` = its MLflow metrics, ``run_dir`` = its downloaded
+    ``checkpoint/best.pt`` folder."""
+    import mlflow
+    import ray
+
+    from sweeps.runner import run_sweep
+    from sweeps.spec import load_spec
+    from tests.sweeps_helpers import tiny_spec, trial_runs
+
+    path = tiny_spec(
+        tmp, name, variants=list(variants), seeds=list(seeds),
+        data={"synthetic": {"categories": list(categories), "size": 32, "seed": 0}, "categories": "all"},
+        overrides={"train.epochs": epochs, "train.steps_per_epoch": 2},
+        objective={"metric": "val/image_auroc", "mode": "max", "aggregate": "per_category"},
+    )  # fmt: skip
+    spec = load_spec(path)
+    ray.shutdown()
+    outcome = run_sweep(spec)
+    ray.shutdown()
+    assert not outcome.failed, outcome.summary()
+    trials = []
+    for run in trial_runs(spec.tracking_uri(), spec.experiment_name()):
+        run_dir = tmp / "downloaded" / run.info.run_id
+        mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, artifact_path="checkpoint", dst_path=str(run_dir), tracking_uri=spec.tracking_uri()
+        )
+        trial = Trial(run.data.tags["trial_id"], run.data.tags["category"], int(run.data.tags["seed"]),
+                      HaloAEConfig.from_dict(read_json_artifact(spec.tracking_uri(), run.info.run_id, "config.json")),
+                      final=dict(run.data.metrics), run_dir=run_dir / "checkpoint", run_id=run.info.run_id)  # fmt: skip
+        trials.append(trial)
+    return LoggedSweep(name, spec.tracking_uri(), tmp / "sweeps", outcome.parent_run_id, trials, spec.data_root())
+
+
+def read_json_artifact(tracking_uri: str, run_id: str, path: str) -> dict:
+    import mlflow
+
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, tracking_uri=tracking_uri)
+    return json.loads(Path(local).read_text())

@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """Export the best run per category and use it: bundle, registry URI, a served model, ``haloae predict``.
 
-The sweep holds real tiny training runs (``conftest_analysis.trained_trials``): every score is
-compared with the trial's own evaluation (``haloae.train.evaluate``) on the same images.
+The MLflow data comes from a real small sweep (``conftest_analysis.real_sweep``): every score is
+compared with the trial's own evaluation (``haloae.train.evaluate`` of its logged checkpoint) on
+the same images.
 """
 
 import base64
@@ -22,7 +23,7 @@ import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest_analysis import log_sweep, synth_data, trained_trials
+from conftest_analysis import real_sweep
 
 from analysis.export import ALIAS, f1_threshold
 from analysis.runs import client_for, load_runs
@@ -38,10 +39,9 @@ URI = f"models:/{MODEL}@{ALIAS}"
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    """A sweep of two real training runs (seeds 0, 1), exported once through the CLI."""
+    """A real small sweep (Ray Tune + MLflow: seeds 0, 1 on one category), exported once through the CLI."""
     tmp = tmp_path_factory.mktemp("export")
-    root = synth_data(tmp / "data", (CATEGORY,))
-    logged = log_sweep(tmp / "sweeps", "real", trained_trials(root, tmp / "train", CATEGORY), "variant", data_root=root)
+    logged = real_sweep(tmp, "real", (CATEGORY,))
     before = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = logged.tracking_uri  # registry URIs resolve against it
     result = CliRunner().invoke(main, ["export", "--sweep", "real", "--storage", str(logged.storage), "--out", str(tmp / "out")])

@@ -50,7 +50,10 @@ class HaloBottleneck(nn.Module):
     """One HaloNet bottleneck as HaloAE builds it (Table 1), encoder or transposed decoder.
 
     1x1 conv, BN, ReLU -> attention -> ReLU -> kxk conv, BN -> + identity (1x1 conv + BN when the
-    width changes) -> ReLU. No BN after the attention, as in the original.
+    width changes) -> ReLU. No BN after the attention, as in the original. ``final_relu=False``
+    drops the last ReLU (the decoder's last block, ``model.decoder_final_relu``): fm_hat must be
+    able to go negative when its target does (standardised or EfficientNet features; VGG's ReLU
+    outputs are >= 0, so the original's ReLU cost nothing there).
     """
 
     def __init__(
@@ -66,8 +69,10 @@ class HaloBottleneck(nn.Module):
         attention: str = "halo",
         transposed: bool = False,
         unused_stride2_conv: bool = False,
+        final_relu: bool = True,
     ) -> None:
         super().__init__()
+        self.final_relu = final_relu
         self.conv1 = _conv(transposed, c_in, inner, 1)
         self.bn1 = nn.BatchNorm2d(inner)
         self.attn = make_attention(
@@ -85,20 +90,21 @@ class HaloBottleneck(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = F.relu(self.attn(out))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        out = self.bn2(self.conv2(out)) + self.shortcut(x)
+        return F.relu(out) if self.final_relu else out
 
 
 def _stages(
-    c_in: int, inner: tuple[int, ...], outs: tuple[int, ...], kernels, heads, cfg, transposed: bool
+    c_in: int, inner: tuple[int, ...], outs: tuple[int, ...], kernels, heads, cfg, transposed: bool,
+    last_relu: bool = True,
 ) -> nn.Sequential:
     m = cfg.model
     blocks = []
-    for w_inner, w_out, k, h in zip(inner, outs, kernels, heads, strict=True):
+    for i, (w_inner, w_out, k, h) in enumerate(zip(inner, outs, kernels, heads, strict=True)):
         blocks.append(
             HaloBottleneck(
                 c_in, w_inner, w_out, k, h, m.dim_head, m.block_size, m.halo_size, m.attention, transposed,
-                m.unused_stride2_convs,
+                m.unused_stride2_convs, final_relu=last_relu or i < len(outs) - 1,
             )
         )
         c_in = w_out
@@ -130,7 +136,9 @@ class HaloNetDecoder(nn.Module):
         m = cfg.model
         outs = (*m.decoder_widths, c_out)
         inner = m.decoder_inner_widths or outs
-        self.stages = _stages(c_in, inner, outs, m.decoder_kernels, m.decoder_heads, cfg, transposed=True)
+        self.stages = _stages(
+            c_in, inner, outs, m.decoder_kernels, m.decoder_heads, cfg, transposed=True, last_relu=m.decoder_final_relu
+        )
         self.out_size = out_size
 
     def forward(self, code: torch.Tensor) -> torch.Tensor:
@@ -227,7 +235,7 @@ class HaloAE(nn.Module):
             self.encoder, self.decoder = ae.encoder, ae.decoder
         else:
             bb = m.backbone
-            self.backbone = FeatureExtractor(bb.name, bb.layers, bb.weights, m.image_size, bb.pool)
+            self.backbone = FeatureExtractor(bb.name, bb.layers, bb.weights, m.image_size, bb.pool, bb.standardize)
             channels, side = self.backbone.out_channels, m.image_size // bb.pool
             if m.arch == "block_c_cnn":
                 cae = FeatureCAE(channels, m.cae_latent_dim)

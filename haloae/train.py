@@ -4,14 +4,17 @@
     prepare_data(cfg, root, category)   validate the folder first, split train/good into train and
                                         validation (held-out good + synthetic anomalies); test data
                                         is only ever *reported*
-    fit(cfg, data, out_dir, on_epoch)   Adam, CutPaste-expanded batches, the loss weighting of
-                                        cfg.loss; per epoch: validation metrics (drive the best
-                                        checkpoint), a checkpoint that resumes exactly, a callback
+    fit(cfg, data, out_dir, on_epoch)   fm's standardisation statistics (train/good), then Adam,
+                                        CutPaste-expanded batches, the loss weighting of cfg.loss;
+                                        per epoch: validation metrics (drive the best checkpoint,
+                                        ties to the later epoch), a checkpoint that resumes
+                                        exactly, a callback
     evaluate(...)                       every Table S1 scoring, image/pixel AUROC, AUPRO, per defect
 
 Nothing here imports Ray or MLflow: the sweep layer passes ``on_epoch`` and reports through it.
-The normalisation map comes from train/good images only, and checkpoint choice from validation
-only (the original used the test set for both: defects 2 and 3 of original-code-notes.md).
+The normalisation map and fm's standardisation come from train/good images only, and checkpoint
+choice from validation only (the original used the test set for the map and the choice: defects 2
+and 3 of original-code-notes.md).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from haloae.data import (
     split_train_val,
 )
 from haloae.losses import HaloAELoss
-from haloae.metrics import evaluate_maps
+from haloae.metrics import evaluate_maps, image_auroc
 from haloae.model import HaloAE
 from haloae.scoring import DEFAULT_SCORING, AnomalyScorer, fm_error_map, im_error_map
 
@@ -171,6 +174,15 @@ def run_outputs(model: HaloAE, images01: torch.Tensor, fm: torch.Tensor | None, 
         yield x, model(x, fm=f)
 
 
+def fit_standardization(model: HaloAE, good: EvalSet, device, batch_size: int) -> None:
+    """fm's per-channel statistics (``model.backbone.standardize``) from train/good images only;
+    must run before any fm is computed for training or cached for evaluation."""
+    if model.backbone is None or not model.backbone.standardize:
+        return
+    batches = (normalize(good.images[i : i + batch_size]).to(device) for i in range(0, len(good), batch_size))
+    model.backbone.fit_standardization(batches)
+
+
 def fit_scorer(model, scorer: AnomalyScorer, good: EvalSet, fm: torch.Tensor | None, device, batch_size) -> None:
     """The normalisation map: mean raw map over train/good images (never validation or test)."""
     fm_maps, im_maps = [], []
@@ -191,11 +203,14 @@ def evaluate(
     batch_size: int = 16,
     split: str = "test",
     keep_maps: bool = False,
+    image_score: str = "mean",
 ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """Every available Table S1 scoring on one image set -> flat ``<split>/...`` metrics.
 
     The default scoring's metrics are also given without the scoring prefix
-    (``test/image_auroc`` = ``test/afm_norm_filter/image_auroc``).
+    (``test/image_auroc`` = ``test/afm_norm_filter/image_auroc``). ``image_score``
+    (``eval.image_score``) is the map reduction behind ``image_auroc`` and the per-defect AUROCs;
+    both reductions are always reported as ``image_auroc_mean`` and ``image_auroc_max``.
     """
     maps: dict[str, list[torch.Tensor]] = {}
     scores: dict[str, list[torch.Tensor]] = {}
@@ -209,10 +224,11 @@ def evaluate(
     all_scores = {k: torch.cat(v) for k, v in scores.items()}
     metrics: dict[str, float] = {}
     for scoring in sorted({k.removesuffix("_max") for k in all_scores}):
-        result = evaluate_maps(
-            data.labels, data.masks, data.defects, all_maps.get(scoring), all_scores[scoring],
-            all_scores.get(f"{scoring}_max"),
-        )
+        mean, peak = all_scores[scoring], all_scores.get(f"{scoring}_max")  # (N,) each; cls has no max
+        chosen = peak if image_score == "max" and peak is not None else mean
+        result = evaluate_maps(data.labels, data.masks, data.defects, all_maps.get(scoring), chosen, peak)
+        if peak is not None:
+            result["image_auroc_mean"] = image_auroc(data.labels, mean)
         metrics.update({f"{split}/{scoring}/{k}": v for k, v in result.items()})
     default = DEFAULT_SCORING if DEFAULT_SCORING in all_scores else next(iter(sorted(all_scores)), None)
     if default is not None:
@@ -298,6 +314,8 @@ def fit_epochs(
         _set_rng_state(ckpt["rng"])
         start_epoch, best_epoch, best_value = ckpt["epoch"] + 1, ckpt["best_epoch"], ckpt["best_value"]
         history = ckpt["history"]
+    else:
+        fit_standardization(model, data.train_good, device, eval_batch_size)
     cache = FeatureCache(model, device, eval_batch_size)
     autocast = autocast_for(device)
     bar = _progress(progress, cfg.train.epochs, start_epoch, data.category)
@@ -306,23 +324,33 @@ def fit_epochs(
         model.train()
         data.train.set_epoch(epoch)
         sums: dict[str, float] = {}
+        step_s = 0.0  # optimiser steps only (no augmentation): what bench/bottle.py rates in GFLOP/s
         indices = epoch_indices(len(data.train), cfg, epoch)
         for step in range(cfg.train.steps_per_epoch):
             batch = indices[step * cfg.train.batch_size : (step + 1) * cfg.train.batch_size]
             images, n = batch_views(data.train, batch)
+            t_step = time.perf_counter()
             parts = train_step(model, criterion, optimizer, images.to(device, non_blocking=True), n, epoch, autocast)
+            step_s += time.perf_counter() - t_step  # parts are floats: the step has finished, also on CUDA
             if not math.isfinite(parts["loss"]):
                 raise FloatingPointError(f"non-finite training loss {parts['loss']} at epoch {epoch}, step {step}")
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + float(value)
         metrics = {f"train/{k}": v / cfg.train.steps_per_epoch for k, v in sums.items()}
+        metrics["time/train_step_s"] = step_s / cfg.train.steps_per_epoch
+        metrics["time/train_s"] = time.perf_counter() - t0  # steps + augmentation, before validation
         fit_scorer(model, scorer, data.train_good, cache.get("train_good", data.train_good.images), device, eval_batch_size)
-        val_metrics, _ = evaluate(model, scorer, data.val, cache.get("val", data.val.images), device, eval_batch_size, "val")
+        val_metrics, _ = evaluate(
+            model, scorer, data.val, cache.get("val", data.val.images), device, eval_batch_size, "val",
+            image_score=cfg.eval.image_score,
+        )
         metrics.update(val_metrics)
         metrics["epoch"] = epoch
         metrics["time/epoch_s"] = time.perf_counter() - t0
         value = metrics.get(OBJECTIVE, metrics.get("val/image_auroc", math.nan))
-        improved = not math.isnan(value) and value > best_value
+        # ties go to the later epoch: small validation sets saturate (AUROC 1.0 for several
+        # epochs), and of equally ranked checkpoints the later one has trained longer
+        improved = not math.isnan(value) and value >= best_value
         if improved or best_epoch < 0:
             best_epoch, best_value = epoch, value if not math.isnan(value) else best_value
         history.append(metrics)
@@ -354,9 +382,13 @@ def finish(out: Path, data: CategoryData, device, eval_batch_size: int = 16) -> 
     """Evaluate the best checkpoint on validation and test; write metrics.json and overlays."""
     model, scorer, best = load_checkpoint(out / BEST, device)
     cache = FeatureCache(model, device, eval_batch_size)
-    val_metrics, _ = evaluate(model, scorer, data.val, cache.get("val", data.val.images), device, eval_batch_size, "val")
+    reduce = model.cfg.eval.image_score
+    val_metrics, _ = evaluate(
+        model, scorer, data.val, cache.get("val", data.val.images), device, eval_batch_size, "val", image_score=reduce
+    )
     test_metrics, maps = evaluate(
-        model, scorer, data.test, cache.get("test", data.test.images), device, eval_batch_size, "test", keep_maps=True
+        model, scorer, data.test, cache.get("test", data.test.images), device, eval_batch_size, "test", keep_maps=True,
+        image_score=reduce,
     )
     metrics = {**val_metrics, **test_metrics, "best_epoch": best["epoch"]}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
@@ -374,8 +406,11 @@ def evaluate_checkpoint(path: str | Path, data_root: str | Path, category: str, 
     model, scorer, ckpt = load_checkpoint(path, device)
     data = prepare_data(model.cfg, data_root, category)
     cache = FeatureCache(model, device, batch_size)
-    val, _ = evaluate(model, scorer, data.val, cache.get("val", data.val.images), device, batch_size, "val")
-    test, _ = evaluate(model, scorer, data.test, cache.get("test", data.test.images), device, batch_size, "test")
+    reduce = model.cfg.eval.image_score
+    val, _ = evaluate(model, scorer, data.val, cache.get("val", data.val.images), device, batch_size, "val", image_score=reduce)
+    test, _ = evaluate(
+        model, scorer, data.test, cache.get("test", data.test.images), device, batch_size, "test", image_score=reduce
+    )
     return {**val, **test}
 
 

@@ -108,3 +108,54 @@ def test_dfr_aggregate_fast_path_equals_resize_then_average(side, image_size, po
     x = torch.randn(2, 5, side, side)
     literal = F.avg_pool2d(F.interpolate(x, size=(image_size, image_size), mode="nearest"), pool)
     torch.testing.assert_close(dfr_aggregate(x, image_size, pool), literal)
+
+
+def test_standardization_is_fitted_on_the_given_images_and_travels_in_the_state_dict():
+    torch.manual_seed(0)
+    extractor = FeatureExtractor("vgg19", LAYERS, "random", image_size=32, pool=4, standardize=True)
+    x = torch.randn(6, 3, 32, 32)
+    torch.testing.assert_close(extractor(x), extractor.raw_features(x))  # identity until fitted
+    assert not bool(extractor.fm_stats_fitted)
+    extractor.fit_standardization([x[:4], x[4:]])  # batches accumulate
+    fm = extractor(x).double()  # (6, 192, 8, 8)
+    raw_std = extractor.raw_features(x).double().std(dim=(0, 2, 3), correction=0)
+    live = raw_std > 1e-2 * raw_std.median()  # (near-)dead ReLU channels get the floor instead
+    torch.testing.assert_close(fm.mean(dim=(0, 2, 3)), torch.zeros(192, dtype=torch.double), atol=1e-5, rtol=0)
+    torch.testing.assert_close(fm.std(dim=(0, 2, 3), correction=0)[live], torch.ones(int(live.sum()), dtype=torch.double),
+                               atol=1e-4, rtol=0)
+    assert bool(extractor.fm_stats_fitted) and torch.isfinite(fm).all()
+    # a fresh extractor loading the state dict standardises identically (checkpoints carry the stats)
+    clone = FeatureExtractor("vgg19", LAYERS, "random", image_size=32, pool=4, standardize=True)
+    clone.load_state_dict(extractor.state_dict(), strict=True)
+    torch.testing.assert_close(clone(x), extractor(x))
+
+
+def test_constant_channels_get_a_std_floor_not_a_division_by_zero():
+    extractor = FeatureExtractor("none", (), "random", image_size=8, pool=1, standardize=True)
+    x = torch.randn(4, 3, 8, 8)
+    x[:, 2] = 0.5  # a channel without information
+    extractor.fit_standardization([x])
+    assert float(extractor.fm_std[0, 2]) >= 1e-2 * float(extractor.fm_std[0, :2].min())
+    y = x.clone()
+    y[:, 2] = 0.5 + 1e-4  # a tiny deviation must stay tiny
+    assert float(extractor(y)[:, 2].abs().max()) < 1.0
+
+
+def test_unstandardised_state_dicts_keep_the_original_keys():
+    cfg = HaloAEConfig.from_overrides("tiny", {"model.backbone.weights": "random"})
+    assert not cfg.model.backbone.standardize
+    assert not any(k.startswith("backbone.fm_") for k in HaloAE(cfg).state_dict())
+    on = HaloAE(cfg.replace(**{"model.backbone.standardize": True})).state_dict()
+    assert {"backbone.fm_mean", "backbone.fm_std", "backbone.fm_stats_fitted"} <= set(on)
+
+
+def test_a_standardised_target_is_reachable_without_the_decoders_final_relu():
+    """Half of a standardised fm is negative: the original decoder's last ReLU (fm_hat >= 0) cannot
+    reconstruct it; ``model.decoder_final_relu=false`` can."""
+    base = {"model.backbone.weights": "random", "model.backbone.standardize": True}
+    x = torch.randn(2, 3, 32, 32)
+    for final_relu in (True, False):
+        torch.manual_seed(0)
+        cfg = HaloAEConfig.from_overrides("tiny", {**base, "model.decoder_final_relu": final_relu})
+        fm_hat = HaloAE(cfg)(x).fm_hat
+        assert bool((fm_hat < 0).any()) is not final_relu

@@ -14,6 +14,16 @@ def test_defaults_are_the_original_code():
     assert m.encoder_kernels == (3, 3, 5, 5) and m.decoder_kernels == (3, 3, 3, 5, 1)
     assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.train.batch_size) == (1e-4, 1e-5, 4)
     assert cfg.loss.alpha.cls.d == 0.07 and cfg.loss.alpha.im.c == 300
+    # raw VGG19 features, the decoder's final ReLU, the map mean as image score: as the original
+    assert not m.backbone.standardize and m.decoder_final_relu and cfg.eval.image_score == "mean"
+
+
+def test_cpu_preset_standardises_features_it_can_reconstruct():
+    cfg = HaloAEConfig.from_overrides("cpu")
+    m = cfg.model
+    assert m.backbone.name == "efficientnet_lite0" and m.backbone.standardize and not m.decoder_final_relu
+    assert (cfg.optim.lr, cfg.eval.image_score) == (3e-3, "max")
+    assert HaloAEConfig.from_overrides("paper_lean").model.backbone.standardize is False
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
@@ -75,6 +85,8 @@ def test_every_variant_builds_on_paper_and_cpu(name):
         ({"cutpaste.area_ratio": [0.3, 0.1]}, "cutpaste.area_ratio", "low <= high"),
         ({"train.epochs": 0}, "train.epochs", ">= 1"),
         ({"model.head_kernel": 99}, "model.head_kernel", "larger than the 64x64 feature map"),
+        ({"eval.image_score": "median"}, "eval.image_score", "valid: mean, max"),
+        ({"model.backbone.standardize": "yes"}, "model.backbone.standardize", "expected true or false"),
     ],
 )
 def test_invalid_values_fail_with_one_line_naming_the_key(overrides, key, hint):

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.sweeps_helpers import duplicates, epoch_steps, tiny_spec, trial_runs
-from tests.test_sweep_resume import env, free_port, stop
+from tests.test_sweep_resume import RAY, env, free_port, stop
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +78,7 @@ def cluster(tmp_path):
 
     try:
         procs["head"] = start(
-            ["ray", "start", "--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=true",
+            [RAY, "start", "--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=true",
              "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", *common, *own_ports()], tmp_path / "head.log")
         procs["mlflow"] = start(
             [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
@@ -89,7 +89,7 @@ def cluster(tmp_path):
         node_ids = {}
         for n, name in enumerate(("worker1", "worker2"), start=2):  # one at a time: 2 cores
             before = {node["NodeID"] for node in alive_nodes(address)}
-            procs[name] = start(["ray", "start", f"--address={address}", "--num-cpus=1", *common, *own_ports()],
+            procs[name] = start([RAY, "start", f"--address={address}", "--num-cpus=1", *common, *own_ports()],
                                 tmp_path / f"{name}.log")
             wait_for(lambda n=n: len(alive_nodes(address)) == n, name, 120, [procs[name]], [tmp_path / f"{name}.log"])
             node_ids[name] = ({node["NodeID"] for node in alive_nodes(address)} - before).pop()
@@ -116,7 +116,7 @@ def test_sweep_runs_across_nodes_and_survives_losing_one(tmp_path, cluster):
         mlflow={"tracking_uri": mlflow_url, "experiment": "multinode"},
     )
     submit = start(
-        ["ray", "job", "submit", "--address", dashboard, "--submission-id", "haloae-multinode", "--",
+        [RAY, "job", "submit", "--address", dashboard, "--submission-id", "haloae-multinode", "--",
          sys.executable, "-m", "haloae.cli", "sweep", str(path), "--address", "auto"],
         tmp_path / "job.log", cwd=os.getcwd(),
     )

@@ -23,6 +23,7 @@ from sweeps.spec import load_spec
 from tests.sweeps_helpers import QUIET, duplicates, epoch_steps, tiny_spec, trial_runs
 
 HALOAE = [sys.executable, "-m", "haloae.cli"]
+RAY = str(Path(sys.executable).parent / "ray")  # the venv's CLI: the tests may run with the venv not on PATH
 TRIAL_DIR = re.compile(r"run_trial_([0-9a-f]+_\d+)_")
 
 
@@ -55,7 +56,7 @@ def start_ray_head(log: Path, num_cpus: int = 2) -> tuple[subprocess.Popen, str]
     port = free_port()
     with open(log, "w") as out:  # the child keeps its own descriptor
         head = subprocess.Popen(
-            ["ray", "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+            [RAY, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
              f"--num-cpus={num_cpus}", "--num-gpus=0", "--include-dashboard=false", "--disable-usage-stats"],
             env=env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
@@ -63,7 +64,7 @@ def start_ray_head(log: Path, num_cpus: int = 2) -> tuple[subprocess.Popen, str]
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
-            probe = subprocess.run(["ray", "status", f"--address={address}"], env=env(), capture_output=True, text=True)
+            probe = subprocess.run([RAY, "status", f"--address={address}"], env=env(), capture_output=True, text=True)
             if probe.returncode == 0:
                 return head, address
             assert head.poll() is None, log.read_text()[-3000:]

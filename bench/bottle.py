@@ -4,7 +4,7 @@
 One ``haloae.train.fit`` run per variant, exactly as ``haloae train --preset cpu [--variant V]``
 does it (offline ImageNet EfficientNet-Lite0 features, standardised on train/good): by default
 the full HaloAE loss (``haloae``) and Table 3's ``fm_only`` row, 20 epochs x 25 steps each, about
-25 minutes in all on 2 CPU cores. Each checkpoint is chosen on the validation split (held-out
+25 minutes in all on 2 free CPU cores. Each checkpoint is chosen on the validation split (held-out
 train/good images plus synthetic defects); the test split is evaluated once, at the end, and only
 reported. Printed:
 
@@ -49,8 +49,10 @@ from haloae.model import HaloAE  # noqa: E402
 from haloae.train import batch_views, epoch_indices, fit, prepare_data  # noqa: E402
 
 DEFAULT_ROOT = Path(os.environ.get("MVTEC_ROOT", "/work/shared/data/mvtec_ad"))
-# The cpu preset's own length (its alpha schedule spans 20 epochs). On 2 free cores a full-loss
-# step takes ~1 s and an fm-only step ~0.3 s, plus ~10 s of validation per epoch: ~25 min in all.
+# The cpu preset's own length (its alpha schedule spans 20 epochs). Measured on the 2-core machine
+# when lightly loaded: a full-loss epoch (25 steps + validation) 31 s with 2 threads, 52 s with 1;
+# fm-only epochs about a third of that: ~25 min for both variants with 1 thread. When other jobs
+# share the cores, --threads 1 avoids the stalls of two threads waiting on each other.
 EPOCHS, STEPS = 20, 25
 VARIANTS = ("haloae", "fm_only")
 

@@ -50,7 +50,7 @@ _CHUNK_BYTES = 6 * 2**20
 
 
 class _BlockAttention(torch.autograd.Function):
-    """``softmax(q k^T + rows[.., iy] + cols[.., ix] + mask) v`` with a hand-written backward.
+    """``softmax(q k^T + rows[.., iy] + cols[.., ix]) v`` with a hand-written backward.
 
     The CPU path, flash-attention style: the (queries x keys) logits are built, normalised and
     consumed one cache-sized chunk of ``G`` at a time, in one reused buffer, never as a whole.
@@ -58,7 +58,9 @@ class _BlockAttention(torch.autograd.Function):
     and derives dS from them; the positional gradients are row/column sums of dS.
 
     Shapes: q (G, N, Q, d) pre-scaled, k and v (G, N, K, d), rows and cols (G, N, Q, win)
-    pre-scaled, mask (N, K) additive (0 or a large negative), K = win * win. Any strides work;
+    pre-scaled, K = win * win (key = window row iy, column ix). The padding mask is separable
+    (a key is valid iff its row and its column are), so the layer folds it into rows and cols as
+    a large negative on invalid rows/columns: one pass over the logits fewer. Any strides work;
     the layer passes q, k, v as transposed views of channel-first (G, N, d, Q|K) storage, which is
     what its window extraction and map reshapes produce without transposing copies, and every
     product below reads and writes that layout directly: the output and the gradients of q, k, v
@@ -71,17 +73,17 @@ class _BlockAttention(torch.autograd.Function):
         return max(1, _CHUNK_BYTES // (N * Q * keys * q.element_size()))
 
     @staticmethod
-    def _logits(s, qT, kT, rows, cols, mask):
-        """Chunk logits into ``s`` (g, N, Q, K): q.k plus the row, column and mask terms."""
-        g, N, Q, _ = s.shape
+    def _logits(s, qT, kT, rows, cols):
+        """Chunk logits into ``s`` (g, N, Q, K): the positional terms written first, then q.k
+        accumulated onto them by the matmul itself (two passes over the chunk, not four)."""
+        g, N, Q, K = s.shape
         win = rows.shape[-1]
-        torch.matmul(qT.transpose(-1, -2), kT, out=s)
-        grid = s.view(g, N, Q, win, win)  # key = (row iy, col ix) of the window
-        grid.add_(rows.unsqueeze(-1)).add_(cols.unsqueeze(-2))
-        return s.add_(mask.unsqueeze(1))
+        torch.add(rows.unsqueeze(-1), cols.unsqueeze(-2), out=s.view(g, N, Q, win, win))
+        s.view(g * N, Q, K).baddbmm_(qT.transpose(-1, -2).reshape(g * N, Q, -1), kT.reshape(g * N, -1, K))
+        return s
 
     @staticmethod
-    def forward(ctx, q, k, v, rows, cols, mask):
+    def forward(ctx, q, k, v, rows, cols):
         G, N, Q, d = q.shape
         K = k.shape[2]
         qT, kT, vT = (t.transpose(-1, -2) for t in (q, k, v))  # (G, N, d, Q|K)
@@ -91,17 +93,17 @@ class _BlockAttention(torch.autograd.Function):
         buf = q.new_empty(min(chunk, G), N, Q, K)
         for a in range(0, G, chunk):
             z = slice(a, min(G, a + chunk))
-            s = _BlockAttention._logits(buf[: z.stop - a], qT[z], kT[z], rows[z], cols[z], mask)
+            s = _BlockAttention._logits(buf[: z.stop - a], qT[z], kT[z], rows[z], cols[z])
             m = s.amax(-1, keepdim=True)
             total = s.sub_(m).exp_().sum(-1, keepdim=True)
             torch.matmul(vT[z], s.div_(total).transpose(-1, -2), out=outT[z])  # (d, K) @ (K, Q)
             torch.add(m, total.log_(), out=lse[z])
-        ctx.save_for_backward(q, k, v, rows, cols, mask, outT, lse)
+        ctx.save_for_backward(q, k, v, rows, cols, outT, lse)
         return outT.transpose(-1, -2)
 
     @staticmethod
     def backward(ctx, d_out):
-        q, k, v, rows, cols, mask, outT, lse = ctx.saved_tensors
+        q, k, v, rows, cols, outT, lse = ctx.saved_tensors
         G, N, Q, _ = q.shape
         K, win = k.shape[2], rows.shape[-1]
         qT, kT, vT = (t.transpose(-1, -2) for t in (q, k, v))
@@ -115,7 +117,7 @@ class _BlockAttention(torch.autograd.Function):
         for a in range(0, G, chunk):
             z = slice(a, min(G, a + chunk))
             n = z.stop - a
-            p = _BlockAttention._logits(p_buf[:n], qT[z], kT[z], rows[z], cols[z], mask).sub_(lse[z]).exp_()
+            p = _BlockAttention._logits(p_buf[:n], qT[z], kT[z], rows[z], cols[z]).sub_(lse[z]).exp_()
             torch.matmul(d_outT[z], p, out=d_vT[z])  # (d, Q) @ (Q, K)
             ds = torch.matmul(d_outT[z].transpose(-1, -2), vT[z], out=ds_buf[:n])  # dP, then dS
             ds.sub_(delta[z]).mul_(p)
@@ -124,7 +126,7 @@ class _BlockAttention(torch.autograd.Function):
             torch.sum(grid, -2, out=d_cols[z])
             torch.matmul(kT[z], ds.transpose(-1, -2), out=d_qT[z])  # (d, K) @ (K, Q)
             torch.matmul(qT[z], ds, out=d_kT[z])  # (d, Q) @ (Q, K)
-        return d_qT.transpose(-1, -2), d_kT.transpose(-1, -2), d_vT.transpose(-1, -2), d_rows, d_cols, None
+        return d_qT.transpose(-1, -2), d_kT.transpose(-1, -2), d_vT.transpose(-1, -2), d_rows, d_cols
 
 
 class _HaloWindows(torch.autograd.Function):
@@ -325,8 +327,11 @@ class HaloAttention(nn.Module):
         else:
             # CPU: SDPA would run at the augmented width (3.5x the work); explicit in-place logits win
             rows, cols = self._positional_logits(q)
-            mask = torch.zeros(valid.shape, dtype=q.dtype, device=q.device).masked_fill(~valid, _MASKED_LOGIT)
-            out = _BlockAttention.apply(q * self.scale, k, v, rows * self.scale, cols * self.scale, mask)
+            # the key mask is separable: invalid window rows / columns get the masked logit
+            grid = valid.view(-1, 1, self.win_size, self.win_size)  # N, 1, win, win
+            rows = (rows * self.scale).masked_fill(~grid.any(-1), _MASKED_LOGIT)
+            cols = (cols * self.scale).masked_fill(~grid.any(-2), _MASKED_LOGIT)
+            out = _BlockAttention.apply(q * self.scale, k, v, rows, cols)
         # out: B*heads, N, b*b, d -> B, heads*d, H, W
         out = out.reshape(B, self.heads, n_h, n_w, b, b, self.dim_head).permute(0, 1, 6, 2, 4, 3, 5)
         out = out.reshape(B, self.heads * self.dim_head, n_h * b, n_w * b)[:, :, :H, :W]

@@ -5,7 +5,8 @@ What is measured: wall time of one forward + backward pass (``model(x).sum().bac
 gradient included) and its peak memory, for three implementations of the same layer on the same
 input (batch 12, 60 x 60 map, block 12, halo 2, dim_head 16, the encoder (width, heads) stages):
 
-* ``ours``   -- ``haloae.attention.HaloAttention`` (1x1-conv projections, strided-view windows, SDPA).
+* ``ours``   -- ``haloae.attention.HaloAttention`` (1x1-conv projections, channel-first halo windows; on
+  CPU the chunked flash-style core, on CUDA fused SDPA).
 * ``timm``   -- ``timm.layers.halo_attn.HaloAttn(width, dim_out=heads*16, num_heads=heads,
   dim_head=16)`` + ``Conv2d(heads*16, width, 1)``: timm has no output projection and ties the value
   width to dim_out, so this is the FLOP-matched equivalent (inner width heads*dim_head, projection back

@@ -35,9 +35,9 @@ class StepCost:
 
 STEP_COSTS: dict[tuple[str, str], StepCost] = {
     ("cpu", "cpu"): StepCost(
-        1.06, 4, 37.0,
-        "bench/train_step.py --preset cpu on the project's 2-core CPU machine, 2 threads, median of 5 "
-        "(attention_legacy: 0.82 s/step)",
+        0.79, 4, 38.7,
+        "bench/train_step.py --preset cpu --steps 9 on the project's 2-core CPU machine, 2 threads, median "
+        "of 9 (attention_legacy: 0.87 s/step, attention_none: 0.44 s/step)",
     ),
     # PLACEHOLDER - the paper preset on a GPU is not measured yet: fill in step_s and eval_img_s from
     # `python bench/train_step.py --preset paper --device cuda` (until then: FLOP-scaled, assumed rate)
@@ -49,17 +49,17 @@ STEP_COSTS: dict[tuple[str, str], StepCost] = {
 # 72.4 GFLOP/step, paper: 3246.1 GFLOP/step, both at batch 4 with CutPaste = 12 images).
 # paper_lean runs the same computation as paper: its dropped convolutions are never called.
 GFLOP_PER_IMAGE = {"cpu": 72.36 / 12, "paper": 3246.08 / 12, "paper_lean": 3246.08 / 12}
-# Step time relative to halo attention, per device: measured on the CPU for legacy (0.82 / 1.06);
-# otherwise the FLOP ratio (none: 64.95 / 72.36 on cpu, 2909.2 / 3246.1 on paper: 0.90).
+# Step time relative to halo attention, per device: measured on the CPU (legacy 0.87 / 0.79, none
+# 0.44 / 0.79); on a GPU, until measured, the FLOP ratio (none: 2909.2 / 3246.1 on paper: 0.90).
 ATTENTION_FACTOR = {
-    "cpu": {"halo": 1.0, "legacy": 0.82 / 1.06, "none": 0.90},
+    "cpu": {"halo": 1.0, "legacy": 0.87 / 0.79, "none": 0.44 / 0.79},
     "gpu": {"halo": 1.0, "legacy": 1.0, "none": 0.90},
 }
 # PLACEHOLDER - achieved (not peak) bf16 rate of one data-centre GPU on this model, used only while
 # STEP_COSTS has no GPU measurement: attention-heavy small convolutions reach a small share of peak.
 ASSUMED_GPU_GFLOPS = 40_000.0
 # An evaluation forward pass costs about a third of a training step per image (forward vs forward
-# and backward); checked on the cpu preset: 1.06 s / 12 images / 3 = 29 ms, measured 27 ms.
+# and backward); checked on the cpu preset: 0.79 s / 12 images / 3 = 22 ms, measured 26 ms.
 FORWARD_SHARE = 1 / 3
 # MVTec AD images per category (train/good, test), Bergmann et al. 2019, Table 1.
 MVTEC_IMAGES = {

@@ -4,7 +4,7 @@
 One ``haloae.train.fit`` run per variant, exactly as ``haloae train --preset cpu [--variant V]``
 does it (offline ImageNet EfficientNet-Lite0 features, standardised on train/good): by default
 the full HaloAE loss (``haloae``) and Table 3's ``fm_only`` row, 20 epochs x 25 steps each, about
-25 minutes in all on 2 free CPU cores. Each checkpoint is chosen on the validation split (held-out
+22 minutes in all at 1 thread. Each checkpoint is chosen on the validation split (held-out
 train/good images plus synthetic defects); the test split is evaluated once, at the end, and only
 reported. Printed:
 
@@ -49,10 +49,10 @@ from haloae.model import HaloAE  # noqa: E402
 from haloae.train import batch_views, epoch_indices, fit, prepare_data  # noqa: E402
 
 DEFAULT_ROOT = Path(os.environ.get("MVTEC_ROOT", "/work/shared/data/mvtec_ad"))
-# The cpu preset's own length (its alpha schedule spans 20 epochs). Measured on the 2-core machine
-# when lightly loaded: a full-loss epoch (25 steps + validation) 31 s with 2 threads, 52 s with 1;
-# fm-only epochs about a third of that: ~25 min for both variants with 1 thread. When other jobs
-# share the cores, --threads 1 avoids the stalls of two threads waiting on each other.
+# The cpu preset's own length (its alpha schedule spans 20 epochs). Measured on the idle 2-core
+# machine with 1 thread: a full-loss epoch (25 steps + validation) 42 s, an fm-only one 20 s:
+# ~22 min for both variants. When other jobs share the cores, --threads 1 avoids the stalls of two
+# threads waiting on each other.
 EPOCHS, STEPS = 20, 25
 VARIANTS = ("haloae", "fm_only")
 

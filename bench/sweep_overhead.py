@@ -69,7 +69,6 @@ def run_loop(spec) -> tuple[float, int]:
 
     from haloae.train import fit, prepare_data
     from sweeps.runner import prepare
-    from sweeps.space import tune_param_space  # noqa: F401  (the sweep's own expansion is the list below)
     from sweeps.spec import build_config
 
     trials = prepare(spec)

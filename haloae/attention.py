@@ -223,7 +223,7 @@ class HaloAttention(nn.Module):
         x = torch.arange(block_size)[:, None]
         j = torch.arange(self.win_size)[None, :]
         self.register_buffer("rel_index", j - x + self.win_size - 1, persistent=False)
-        self._mask_cache: dict[tuple, torch.Tensor] = {}
+        self._mask_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -239,21 +239,22 @@ class HaloAttention(nn.Module):
         )
 
     # ---------------------------------------------------------------- geometry
-    def _key_valid(self, H: int, W: int, device: torch.device) -> torch.Tensor:
-        """(num_blocks, win*win) bool: True where the key lies inside the original H x W map."""
+    def _key_valid(self, H: int, W: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Which keys lie inside the original H x W map, per block: ``(valid, row_ok, col_ok)``,
+        ``valid`` (num_blocks, win*win) bool, and its separable factors ``row_ok`` and ``col_ok``
+        (num_blocks, win): a key is valid iff its window row and its window column are."""
         key = (H, W, str(device))
-        mask = self._mask_cache.get(key)
-        if mask is None:
+        cached = self._mask_cache.get(key)
+        if cached is None:
             b, h, win = self.block_size, self.halo_size, self.win_size
             n_h, n_w = -(-H // b), -(-W // b)
             rows = torch.arange(n_h, device=device)[:, None] * b - h + torch.arange(win, device=device)
             cols = torch.arange(n_w, device=device)[:, None] * b - h + torch.arange(win, device=device)
-            row_ok = (rows >= 0) & (rows < H)  # (n_h, win)
-            col_ok = (cols >= 0) & (cols < W)  # (n_w, win)
-            mask = row_ok[:, None, :, None] & col_ok[None, :, None, :]  # n_h, n_w, win, win
-            mask = mask.reshape(n_h * n_w, win * win)
-            self._mask_cache[key] = mask
-        return mask
+            row_ok = ((rows >= 0) & (rows < H))[:, None, :].expand(n_h, n_w, win).reshape(n_h * n_w, win)
+            col_ok = ((cols >= 0) & (cols < W))[None, :, :].expand(n_h, n_w, win).reshape(n_h * n_w, win)
+            valid = (row_ok[:, :, None] & col_ok[:, None, :]).reshape(n_h * n_w, win * win)
+            cached = self._mask_cache[key] = (valid, row_ok, col_ok)
+        return cached
 
     def _blocks(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Project once, then cut into query blocks and halo windows.
@@ -325,7 +326,7 @@ class HaloAttention(nn.Module):
         b = self.block_size
         n_h, n_w = -(-H // b), -(-W // b)
         q, k, v = self._blocks(x)
-        valid = self._key_valid(H, W, x.device)  # N, win*win
+        valid, row_ok, col_ok = self._key_valid(H, W, x.device)  # (N, win*win), (N, win) x 2
         if self.kind == "legacy":
             out = self._legacy_attend(q, k, v, valid)
         elif x.device.type == "cuda":
@@ -336,9 +337,8 @@ class HaloAttention(nn.Module):
             # CPU: SDPA would run at the augmented width (3.5x the work); explicit in-place logits win
             rows, cols = self._positional_logits(q)
             # the key mask is separable: invalid window rows / columns get the masked logit
-            grid = valid.view(-1, 1, self.win_size, self.win_size)  # N, 1, win, win
-            rows = (rows * self.scale).masked_fill(~grid.any(-1), _MASKED_LOGIT)
-            cols = (cols * self.scale).masked_fill(~grid.any(-2), _MASKED_LOGIT)
+            rows = (rows * self.scale).masked_fill(~row_ok[:, None, :], _MASKED_LOGIT)
+            cols = (cols * self.scale).masked_fill(~col_ok[:, None, :], _MASKED_LOGIT)
             out = _BlockAttention.apply(q * self.scale, k, v, rows, cols)
         # out: B*heads, N, b*b, d -> B, heads*d, H, W
         out = out.reshape(B, self.heads, n_h, n_w, b, b, self.dim_head).permute(0, 1, 6, 2, 4, 3, 5)

@@ -204,7 +204,7 @@ def test_fused_sdpa_path_matches_the_cpu_path():
     attn = _layer(dim=6, block=3, halo=2).double()
     x = torch.randn(2, 6, 7, 8, dtype=torch.float64)
     q, k, v = attn._blocks(x)
-    q_aug, k_aug, v_aug = attn._augment(q, k, v, attn._key_valid(7, 8, x.device))
+    q_aug, k_aug, v_aug = attn._augment(q, k, v, attn._key_valid(7, 8, x.device)[0])
     assert q_aug.shape[-1] % 8 == 0
     fused = F.scaled_dot_product_attention(q_aug, k_aug, v_aug, scale=1.0)[..., : attn.dim_head]
     fused = fused.reshape(2, attn.heads, 3, 3, 3, 3, attn.dim_head).permute(0, 1, 6, 2, 4, 3, 5)

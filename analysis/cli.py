@@ -13,7 +13,9 @@ import sys
 
 import click
 
+from haloae.dotted import AssignmentError, hint, parse_assignments
 from haloae.errors import InputError
+from haloae.vocab import DEFAULT_OBJECTIVE, DEFAULT_STORAGE, ENV_TRACKING_URI, TEST, TRACKING_DB_FILE, VAL
 
 
 class ChoiceError(InputError):
@@ -25,7 +27,7 @@ def _choice(name: str, valid: tuple[str, ...]):
         values = value if isinstance(value, tuple) else (value,)
         for v in values:
             if v is not None and v not in valid:
-                raise ChoiceError(f"{name}: unknown {v!r}; valid: {', '.join(valid)}")
+                raise ChoiceError(f"{name}: unknown {v!r}; {hint(v, valid)}valid: {', '.join(valid)}")
         return value
 
     return check
@@ -44,23 +46,20 @@ def _pair(name: str):
 
 
 def _where(ctx, param, value):
-    out = {}
-    for item in value:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ChoiceError(f"--where {item!r}: expected KEY=VALUE, e.g. variant=haloae")
-        out[key.strip()] = text.strip()
-    return out
+    try:
+        return parse_assignments(value, parse_values=False)  # compared as text and as a literal (runs.select)
+    except AssignmentError as exc:
+        raise ChoiceError(f"--where {exc.item!r}: expected KEY=VALUE, e.g. variant=haloae") from exc
 
 
 FORMATS = ("md", "latex", "csv", "html")
-SPLITS = ("test", "val")
+SPLITS = (TEST, VAL)
 TABLE_CHOICES = ("all", "table2", "table3", "table4", "tableS1", "pivot")
 
 SWEEP = click.option("--sweep", required=True, help="Sweep name (its MLflow parent run's `sweep` tag).")
-TRACKING = click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: --storage, $MLFLOW_TRACKING_URI, runs/sweeps).")
-STORAGE = click.option("--storage", default=None, type=click.Path(file_okay=False), help="Sweep storage root holding <sweep>/mlflow.db.")
-SPLIT = click.option("--split", default="test", show_default=True, callback=_choice("--split", SPLITS), help="Metrics of: test | val.")
+TRACKING = click.option("--tracking-uri", default=None, help=f"MLflow tracking URI (default: --storage, ${ENV_TRACKING_URI}, {DEFAULT_STORAGE}).")
+STORAGE = click.option("--storage", default=None, type=click.Path(file_okay=False), help=f"Sweep storage root holding <sweep>/{TRACKING_DB_FILE}.")
+SPLIT = click.option("--split", default=TEST, show_default=True, callback=_choice("--split", SPLITS), help="Metrics of: test | val.")
 PIVOT = click.option("--pivot", "pivot_knobs", default=None, callback=_pair("--pivot"), metavar="ROWS,COLUMNS", help="Two knobs for a pivot table / heat map.")
 METRIC = click.option("--metric", default=None, help="Metric of pivots and bars (default: <split>/image_auroc).")
 WHERE = click.option("--where", multiple=True, callback=_where, metavar="KEY=VALUE", help="Keep runs whose column equals VALUE (repeatable).")
@@ -120,7 +119,7 @@ def tables(sweep, tracking_uri, storage, which, fmt, out_dir, paper, split, pivo
 @TRACKING
 @STORAGE
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the PNGs.")
-@click.option("--run", "run_id", default=None, help="Run for the alpha schedule and overlays (default: best val/image_auroc).")
+@click.option("--run", "run_id", default=None, help=f"Run for the alpha schedule and overlays (default: best {DEFAULT_OBJECTIVE}).")
 @click.option("--images", multiple=True, type=click.Path(dir_okay=False), help="Images for the overlays (repeatable; default: a few test images).")
 @PIVOT
 @METRIC
@@ -142,7 +141,7 @@ def figures(sweep, tracking_uri, storage, out_dir, run_id, images, pivot_knobs, 
 @TRACKING
 @STORAGE
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Bundles go to <out>/<category>/.")
-@click.option("--objective", default="val/image_auroc", show_default=True, help="Validation metric that picks the run.")
+@click.option("--objective", default=DEFAULT_OBJECTIVE, show_default=True, help="Validation metric that picks the run.")
 @click.option("--data-root", default=None, type=click.Path(file_okay=False), help="Dataset root (default: the run's data_root tag).")
 @click.option("--register/--no-register", default=True, show_default=True, help="Register haloae-<category> with alias champion.")
 def export(sweep, categories, tracking_uri, storage, out_dir, objective, data_root, register) -> None:

@@ -5,7 +5,7 @@ disk (``haloae.bundle``: loads without MLflow or Ray) and a registered pyfunc mo
 
 Nothing here looks at test data. The run is chosen by ``objective`` (default ``val/image_auroc``,
 at the best epoch); the decision threshold is chosen on the run's own validation set, rebuilt
-deterministically by ``haloae.train.prepare_data(cfg, data_root, category)`` (held-out train/good
+deterministically by ``haloae.category_data.prepare_data(cfg, data_root, category)`` (held-out train/good
 images, each once as is and once with a synthetic defect):
 
     threshold = the one maximising F1 on the validation scores (anomalous = positive), placed
@@ -37,7 +37,6 @@ import pandas as pd
 import torch
 
 from analysis.runs import (
-    ROLE_TAG,
     RunsFrame,
     SweepQueryError,
     client_for,
@@ -46,8 +45,22 @@ from analysis.runs import (
     require_categories,
     run_config,
 )
+from haloae.dotted import hint
+from haloae.vocab import (
+    DEFAULT_OBJECTIVE,
+    ENV_TRACKING_URI,
+    ROLE_EXPORT,
+    TAG_CATEGORY,
+    TAG_DATA_ROOT,
+    TAG_PARENT_RUN,
+    TAG_ROLE,
+    TAG_SOURCE_RUN,
+    TAG_SWEEP,
+    TEST,
+    VAL,
+    scoring_of,
+)
 
-DEFAULT_OBJECTIVE = "val/image_auroc"
 ALIAS = "champion"
 THRESHOLD_METHOD = "max F1 on the validation set (held-out train/good + synthetic anomalies), midway to the next lower score"
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
@@ -76,20 +89,15 @@ def model_name(category: str) -> str:
 
 
 # ---------------------------------------------------------------------- choosing
-def scoring_of(objective: str) -> str | None:
-    """``val/<scoring>/image_auroc`` -> that scoring; ``val/image_auroc`` -> None (the default)."""
-    parts = objective.split("/")
-    return parts[1] if len(parts) == 3 else None
-
-
 def best_runs(runs: RunsFrame, objective: str = DEFAULT_OBJECTIVE, categories=None) -> dict[str, pd.Series]:
     """category -> the FINISHED run with the highest ``objective`` (ties: the first by run id)."""
-    if not objective.startswith("val/"):
+    if not objective.startswith(f"{VAL}/"):
         raise SweepQueryError(f"objective {objective!r}: must be a validation metric (val/...); test data is for reporting only")
     wanted = require_categories(runs, categories)
     done = finished(runs)
     if objective not in done.columns:
-        raise SweepQueryError(f"objective {objective!r}: no FINISHED run has it; e.g. {', '.join(c for c in done.columns if c.startswith('val/'))[:200]}")
+        val_metrics = [c for c in done.columns if isinstance(c, str) and c.startswith(f"{VAL}/")]
+        raise SweepQueryError(f"objective {objective!r}: no FINISHED run has it; {hint(objective, val_metrics)}e.g. {', '.join(val_metrics)[:200]}")
     chosen = {}
     for category in wanted:
         candidates = done[(done["category"] == category) & done[objective].notna()].sort_values("run_id")
@@ -152,25 +160,22 @@ def export_sweep(
 
 
 def _export_one(client, runs: RunsFrame, row: pd.Series, folder: Path, objective: str, data_root, register: bool) -> Exported:
-    from haloae.bundle import Predictor, load_bundle, rebuild, save_bundle
-    from haloae.train import prepare_data
+    from analysis.checkpoints import load_run_checkpoint
+    from haloae.bundle import Predictor, load_bundle, save_bundle
+    from haloae.category_data import prepare_data
 
     run_id, category = row["run_id"], row["category"]
     run = client.get_run(run_id)
-    root = data_root or run.data.tags.get("data_root") or run.data.params.get("data_root")
+    root = data_root or run.data.tags.get(TAG_DATA_ROOT) or run.data.params.get(TAG_DATA_ROOT)
     if not root:
         raise SweepQueryError(f"run {run_id} ({category}): no data_root tag to rebuild its validation set; pass --data-root")
     cfg = run_config(client, run_id)
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            checkpoint = client.download_artifacts(run_id, "checkpoint/best.pt", tmp)
-        except Exception as exc:  # MlflowException / OSError: the artifact is missing
-            raise SweepQueryError(f"run {run_id} ({category}): no checkpoint/best.pt artifact ({type(exc).__name__})") from exc
-        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        predictor = Predictor(*rebuild(ckpt["config"], ckpt["model"], ckpt["scorer"]), scoring=scoring_of(objective))
+        best = load_run_checkpoint(client, run_id, tmp, f"run {run_id} ({category})")
+        predictor = Predictor(best.model, best.scorer, scoring=scoring_of(objective))
         val = prepare_data(cfg, root, category).val
         calibration = calibrate(predictor, val.images, val.labels)
-        metrics = {k: float(v) for k, v in row.items() if isinstance(k, str) and k.startswith(("val/", "test/")) and pd.notna(v)}
+        metrics = {k: float(v) for k, v in row.items() if isinstance(k, str) and k.startswith((f"{VAL}/", f"{TEST}/")) and pd.notna(v)}
         metadata = {
             "scoring": predictor.scoring,
             "threshold_method": THRESHOLD_METHOD,
@@ -182,7 +187,7 @@ def _export_one(client, runs: RunsFrame, row: pd.Series, folder: Path, objective
             "calibration": {k: calibration[k] for k in ("val_f1", "val_image_auroc")},
             "data_root": str(root),
         }
-        save_bundle(checkpoint, folder, calibration["threshold"], metadata)
+        save_bundle(best.path, folder, calibration["threshold"], metadata)
     load_bundle(folder)  # fail here, not at serving time, if the bundle does not load
     result = Exported(category, run_id, objective, float(row[objective]), folder, calibration["threshold"])
     if not register:
@@ -198,7 +203,7 @@ def _tracking(uri: str):
     The registry follows the tracking URI unless the user configured one (MLFLOW_REGISTRY_URI)."""
     import mlflow
 
-    before = os.environ.get("MLFLOW_TRACKING_URI")
+    before = os.environ.get(ENV_TRACKING_URI)
     mlflow.set_tracking_uri(uri)
     try:
         yield mlflow
@@ -220,7 +225,9 @@ def signature():
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    inputs = Schema([ColSpec("string", "image", required=False), ColSpec("string", "path", required=False)])
+    from haloae.vocab import PYFUNC_IMAGE_COLUMN
+
+    inputs = Schema([ColSpec("string", PYFUNC_IMAGE_COLUMN)])  # base64 image bytes only: no file names
     outputs = Schema([ColSpec("double", "score"), ColSpec("boolean", "decision"), ColSpec("string", "map")])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
@@ -233,9 +240,9 @@ def register_bundle(runs: RunsFrame, bundle: Path, category: str, source_run_id:
     client = client_for(uri)
     experiment_id = client.get_run(source_run_id).info.experiment_id
     name = model_name(category)
-    tags = {"sweep": runs.attrs["sweep"], ROLE_TAG: "export", "category": category, "source_run_id": source_run_id}
+    tags = {TAG_SWEEP: runs.attrs["sweep"], TAG_ROLE: ROLE_EXPORT, TAG_CATEGORY: category, TAG_SOURCE_RUN: source_run_id}
     if parent:
-        tags["mlflow.parentRunId"] = parent
+        tags[TAG_PARENT_RUN] = parent
     with _tracking(uri) as mlflow, mlflow.start_run(experiment_id=experiment_id, run_name=f"export-{category}", tags=tags):
         mlflow.log_dict(json.loads((bundle / "bundle.json").read_text()), "bundle.json")
         with warnings.catch_warnings():  # the signature is explicit; an input example would run the model

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.runs import RunsFrame, SweepQueryError, category_order, client_for, require_metric, run_config
+from haloae.vocab import DEFAULT_OBJECTIVE, TAG_CATEGORY, TAG_DATA_ROOT, metric_key
 
 
 def _pyplot():
@@ -63,24 +64,21 @@ def overlay_figure(runs: RunsFrame, run_id: str, out: Path, images: Sequence[str
     """Overlays of ``images`` (default: ``default_images`` of the run's data) by the run's best checkpoint."""
     import torch
 
+    from analysis.checkpoints import load_run_checkpoint
     from analysis.predict import map_range_of, overlay_panel
-    from haloae.bundle import Predictor, read_image, rebuild
+    from haloae.bundle import Predictor, read_image
 
     client = client_for(runs.attrs["tracking_uri"])
     run = client.get_run(run_id)
-    category = run.data.tags.get("category", "")
+    category = run.data.tags.get(TAG_CATEGORY, "")
     if not images:
-        root = run.data.tags.get("data_root")
+        root = run.data.tags.get(TAG_DATA_ROOT)
         if not root:
             raise SweepQueryError(f"run {run_id}: no data_root tag; pass --images")
         images = default_images(root, category)
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = client.download_artifacts(run_id, "checkpoint/best.pt", tmp)
-        except Exception as exc:  # MlflowException / OSError: no checkpoint logged
-            raise SweepQueryError(f"run {run_id}: no checkpoint/best.pt artifact ({type(exc).__name__})") from exc
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    predictor = Predictor(*rebuild(ckpt["config"], ckpt["model"], ckpt["scorer"]))
+        best = load_run_checkpoint(client, run_id, tmp)
+    predictor = Predictor(best.model, best.scorer)
     batch = torch.stack([read_image(p, predictor.image_size) for p in images])
     result = predictor.predict(batch)
     colour_range = map_range_of(predictor, result.maps)
@@ -118,7 +116,7 @@ def bar_figure(runs: RunsFrame, metric: str, out: Path) -> Path:
         ax.bar(x, 100 * stat.mean, yerr=100 * stat.std if stat.n > 1 else None, capsize=4, color="#7fa7d9")
         ax.scatter(np.full(len(per_seed), x), 100 * per_seed.values, color="black", s=12, zorder=3)
     ax.set_xticks(range(len(configs)))
-    ax.set_xticklabels([c if len(c) <= 28 else c[:26] + "…" for c in configs], rotation=30, ha="right", fontsize=7)
+    ax.set_xticklabels([c.replace(", ", "\n") for c in configs], rotation=30, ha="right", fontsize=7)  # a knob per line, keys whole
     ax.set_ylabel(f"{metric} (%)")
     ax.set_title(f"{runs.attrs.get('sweep')}: {metric}\nmean over {len(categories)} categories, bar = std over seeds, dot = a seed", fontsize=8)
     fig.tight_layout()
@@ -174,13 +172,13 @@ def make_figures(runs: RunsFrame, out: str | Path, run_id: str | None = None, im
                  pivot_knobs: tuple[str, str] | None = None, metric: str | None = None, split: str = "test",
                  log: bool = True) -> list[Path]:  # fmt: skip
     """Every figure that applies: alpha + overlays of ``run_id`` (default: the run with the best
-    ``val/image_auroc``), bars of ``metric`` (default ``<split>/image_auroc``), and a heat map for
+    ``DEFAULT_OBJECTIVE``), bars of ``metric`` (default ``<split>/image_auroc``), and a heat map for
     ``pivot_knobs`` (default: the two knobs when exactly two vary)."""
     from analysis.runs import finished
 
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    metric = metric or f"{split}/image_auroc"
+    metric = metric or metric_key(split, "image_auroc")
     paths = [bar_figure(runs, metric, folder)]
     knobs = pivot_knobs or (tuple(runs.attrs["varied"]) if len(runs.attrs.get("varied", [])) == 2 else None)
     if knobs:
@@ -188,8 +186,8 @@ def make_figures(runs: RunsFrame, out: str | Path, run_id: str | None = None, im
     chosen = run_id
     if chosen is None:
         done = finished(runs)
-        if "val/image_auroc" in done.columns and done["val/image_auroc"].notna().any():
-            chosen = done.loc[done["val/image_auroc"].idxmax(), "run_id"]
+        if DEFAULT_OBJECTIVE in done.columns and done[DEFAULT_OBJECTIVE].notna().any():
+            chosen = done.loc[done[DEFAULT_OBJECTIVE].idxmax(), "run_id"]
     elif chosen not in set(runs["run_id"]):
         raise SweepQueryError(f"--run {chosen}: not a run of sweep {runs.attrs.get('sweep')}")
     if chosen is not None:

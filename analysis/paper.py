@@ -43,7 +43,7 @@ def paper_pair(table: str, row: str | None, category: str) -> Pair | None:
 
 def variant_row(variant: str, table: str) -> str | None:
     """The paper's row name for a variant in ``table`` (table2, table3 or table4)."""
-    from haloae.variants import VARIANTS
+    from haloae.presets import VARIANTS
 
     v = VARIANTS.get(variant)
     if v is None:
@@ -55,7 +55,7 @@ def variant_row(variant: str, table: str) -> str | None:
 
 def variant_table(variant: str) -> str | None:
     """The paper table (table3 | table4) that reports a variant's means, if any."""
-    from haloae.variants import VARIANTS
+    from haloae.presets import VARIANTS
 
     v = VARIANTS.get(variant)
     return v.table if v is not None and v.table in ("table3", "table4") and v.paper_row else None

@@ -4,7 +4,9 @@
 ``--model`` is a bundle folder (``haloae export``'s ``<out>/<category>``) or a registry URI such
 as ``models:/haloae-bottle@champion`` (its bundle artifact is fetched; the model runs locally
 through ``haloae.bundle``, the same code the served pyfunc runs). An unreadable image is reported
-on its own line and skipped; the others are still scored.
+on its own line and skipped; the others are still scored. A bundle whose files fail their sha256,
+or a NaN / infinite score (corrupted or diverged weights), is a ``BundleError`` for the whole call
+(exit 2): no verdict and no CSV is written from a score that is not a number.
 
     <out>/<stem>_overlay.png   image | heat-map overlay, framed red when anomalous, green if not
     <out>/predictions.csv      image, score, decision, overlay

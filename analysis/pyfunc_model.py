@@ -4,30 +4,28 @@
 MLflow copies this file into the model; at load time it runs it and ``set_model`` hands over the
 instance, whose ``load_context`` loads the bundle shipped as the model's artifact ``bundle``.
 
-Input: a DataFrame with one image per row, in a column ``image`` (base64 of the encoded file:
-PNG, JPEG, ...; what a JSON request to ``mlflow models serve`` can carry) or ``path`` (a file the
-server can read). Output: a DataFrame with ``score`` (float), ``decision`` (bool: score >
-threshold) and ``map`` (base64 of the (S, S) float32 anomaly map in ``.npy`` format, or "" for a
-map-less scoring); ``decode_map`` turns it back into an array.
+Input: a DataFrame with one image per row in the column ``image``: base64 of the encoded file (PNG,
+JPEG, ...), what a JSON request to ``mlflow models serve`` can carry. The model never opens a file
+named by a request: a column ``path`` would let any caller of the server read the server's files,
+so a request that has one is refused. Output: a DataFrame with ``score`` (float), ``decision``
+(bool: score > threshold) and ``map`` (base64 of the (S, S) float32 anomaly map in ``.npy``
+format, or "" for a map-less scoring): ``np.load(io.BytesIO(base64.b64decode(text)))`` turns it
+back into an array.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-INPUT_COLUMNS = ("image", "path")
+from haloae.vocab import PYFUNC_IMAGE_COLUMN
 
-
-def encode_image(path: str | Path) -> str:
-    """An image file as the base64 text of the ``image`` column."""
-    return base64.b64encode(Path(path).read_bytes()).decode("ascii")
+REFUSED_COLUMNS = ("path",)  # file names the server would open on a caller's behalf
 
 
 def encode_map(amap: np.ndarray) -> str:
@@ -36,9 +34,18 @@ def encode_map(amap: np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def decode_map(text: str) -> np.ndarray:
-    """The ``map`` column back to an (S, S) float32 array."""
-    return np.load(io.BytesIO(base64.b64decode(text)), allow_pickle=False)
+def check_columns(model_input: pd.DataFrame) -> None:
+    """Refuse a request that names files, before anything is read."""
+    from haloae.bundle import BundleError
+
+    refused = [c for c in REFUSED_COLUMNS if c in model_input.columns]
+    if refused:
+        raise BundleError(f"column {refused[0]!r}: not accepted (the model server reads no files on request); "
+                          f"send the image file's bytes, base64-encoded, in column {PYFUNC_IMAGE_COLUMN!r}")  # fmt: skip
+    if PYFUNC_IMAGE_COLUMN not in model_input.columns:
+        raise BundleError(
+            f"column {PYFUNC_IMAGE_COLUMN!r} (base64 of an image file) is required; got {list(model_input.columns)}"
+        )
 
 
 def _image(row: pd.Series):
@@ -46,16 +53,15 @@ def _image(row: pd.Series):
 
     from haloae.bundle import BundleError
 
-    encoded = row.get("image")
-    if isinstance(encoded, str) and encoded:
-        try:
-            return Image.open(io.BytesIO(base64.b64decode(encoded, validate=True)))
-        except Exception as exc:  # binascii.Error, PIL.UnidentifiedImageError, ...
-            raise BundleError(f"row {row.name}: column 'image' is not a base64-encoded image ({type(exc).__name__})") from exc
-    path = row.get("path")
-    if isinstance(path, str) and path:
-        return path
-    raise BundleError(f"row {row.name}: give a base64 image in column 'image' or a file in column 'path'")
+    encoded = row[PYFUNC_IMAGE_COLUMN]
+    if not isinstance(encoded, str) or not encoded:
+        raise BundleError(f"row {row.name}: column {PYFUNC_IMAGE_COLUMN!r} is empty; give the base64 of an image file")
+    try:
+        return Image.open(io.BytesIO(base64.b64decode(encoded, validate=True)))
+    except Exception as exc:  # binascii.Error, PIL.UnidentifiedImageError, ...
+        raise BundleError(
+            f"row {row.name}: column {PYFUNC_IMAGE_COLUMN!r} is not a base64-encoded image ({type(exc).__name__})"
+        ) from exc
 
 
 class HaloAEModel(PythonModel):
@@ -67,10 +73,13 @@ class HaloAEModel(PythonModel):
         self.predictor = load_bundle(context.artifacts["bundle"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        check_columns(model_input)
         images = [_image(row) for _, row in model_input.iterrows()]
         result = self.predictor.predict(images)
         maps = [encode_map(m.numpy()) for m in result.maps] if result.maps is not None else [""] * len(images)
-        return pd.DataFrame({"score": result.scores.double().numpy(), "decision": result.decisions.numpy(), "map": maps})
+        return pd.DataFrame(
+            {"score": result.scores.double().numpy(), "decision": result.decisions.numpy(), "map": maps}
+        )
 
 
 mlflow.models.set_model(HaloAEModel())

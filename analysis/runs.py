@@ -29,16 +29,34 @@ from typing import Any
 
 import pandas as pd
 
+from haloae.dotted import hint
 from haloae.errors import InputError
+from haloae.vocab import (
+    DEFAULT_OBJECTIVE,
+    DEFAULT_STORAGE,
+    ENV_TRACKING_URI,
+    ROLE_PARENT,
+    ROLE_TRIAL,
+    TAG_CATEGORY,
+    TAG_DATA_ROOT,
+    TAG_ERROR,
+    TAG_ROLE,
+    TAG_SEED,
+    TAG_SWEEP,
+    TAG_TRIAL_ID,
+    TAG_VARIANT,
+    TAG_VARIED,
+    TEST,
+    TRACKING_DB_FILE,
+    VAL,
+    split_of,
+)
 
-DEFAULT_STORAGE = Path("runs/sweeps")
-ROLE_TAG = "haloae.role"
-VARIED_TAG = "haloae.varied"
 FINISHED = "FINISHED"
 GROUPS = ("texture", "object", "other")  # table order
 # Columns that identify a row but are never "knobs" of a configuration.
-ID_COLUMNS = ("run_id", "trial_id", "category", "group", "variant", "seed", "status", "error")
-NOT_KNOBS = {"category", "seed", "train.seed", "data_root"}
+ID_COLUMNS = ("run_id", TAG_TRIAL_ID, TAG_CATEGORY, "group", TAG_VARIANT, TAG_SEED, "status", TAG_ERROR)
+NOT_KNOBS = {TAG_CATEGORY, TAG_SEED, "train.seed", TAG_DATA_ROOT}
 
 # A run frame is a plain DataFrame; ``frame.attrs`` carries: sweep, tracking_uri, parent_run_id,
 # varied (the knob columns, in order) and summary (one line: counts by status).
@@ -58,15 +76,15 @@ def resolve_tracking_uri(sweep: str, tracking_uri: str | None = None, storage: s
     """The tracking URI of a sweep; a missing local store is a one-line error listing the sweeps found."""
     if tracking_uri:
         return tracking_uri
-    if storage is None and os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    root = Path(storage) if storage is not None else DEFAULT_STORAGE
-    db = root / sweep / "mlflow.db"
+    if storage is None and os.environ.get(ENV_TRACKING_URI):
+        return os.environ[ENV_TRACKING_URI]
+    root = Path(storage if storage is not None else DEFAULT_STORAGE)
+    db = root / sweep / TRACKING_DB_FILE
     if not db.is_file():
-        found = sorted(p.parent.name for p in root.glob("*/mlflow.db")) if root.is_dir() else []
+        found = sorted(p.parent.name for p in root.glob(f"*/{TRACKING_DB_FILE}")) if root.is_dir() else []
         raise SweepQueryError(
-            f"unknown sweep {sweep!r}: no {db}; sweeps under {root}: {', '.join(found) or 'none'} "
-            "(or pass --tracking-uri / set MLFLOW_TRACKING_URI)"
+            f"unknown sweep {sweep!r}: {hint(sweep, found)}no {db}; sweeps under {root}: {', '.join(found) or 'none'} "
+            f"(or pass --tracking-uri / set {ENV_TRACKING_URI})"
         )
     return f"sqlite:///{db.resolve()}"
 
@@ -100,19 +118,23 @@ def _search(client, experiment_ids: list[str], filter_string: str) -> list:
             return runs
 
 
+def _role_filter(sweep: str, role: str) -> str:
+    return f"tags.`{TAG_SWEEP}` = '{_check_name(sweep)}' and tags.`{TAG_ROLE}` = '{role}'"
+
+
 def _all_experiment_ids(client) -> list[str]:
     return [e.experiment_id for e in client.search_experiments()]
 
 
 def sweeps_in(client) -> list[str]:
     """Names of the sweeps with a parent run in this tracking store."""
-    parents = _search(client, _all_experiment_ids(client), f"tags.`{ROLE_TAG}` = 'parent'")
-    return sorted({r.data.tags.get("sweep", "") for r in parents} - {""})
+    parents = _search(client, _all_experiment_ids(client), f"tags.`{TAG_ROLE}` = '{ROLE_PARENT}'")
+    return sorted({r.data.tags.get(TAG_SWEEP, "") for r in parents} - {""})
 
 
 def find_parent(client, sweep: str):
     """The sweep's parent run (the newest if the name was reused) or None."""
-    parents = _search(client, _all_experiment_ids(client), f"tags.sweep = '{_check_name(sweep)}' and tags.`{ROLE_TAG}` = 'parent'")
+    parents = _search(client, _all_experiment_ids(client), _role_filter(sweep, ROLE_PARENT))
     return max(parents, key=lambda r: r.info.start_time or 0) if parents else None
 
 
@@ -181,7 +203,7 @@ def run_config(client, run_id: str):
 # ---------------------------------------------------------------------- final metrics
 def _headline(key: str) -> bool:
     """``val/<metric>`` and ``val/<scoring>/<metric>``: what tables and export read (not per defect)."""
-    return key.startswith("val/") and key.count("/") <= 2
+    return key.startswith(f"{VAL}/") and key.count("/") <= 2
 
 
 def _values_at_best_epoch(client, run_id: str, metrics: dict[str, float]) -> dict[str, float]:
@@ -195,7 +217,7 @@ def _values_at_best_epoch(client, run_id: str, metrics: dict[str, float]) -> dic
     keys = sorted(k for k in metrics if _headline(k))
     if best is None or not keys:
         return {}
-    probe = "val/image_auroc" if "val/image_auroc" in keys else keys[0]
+    probe = DEFAULT_OBJECTIVE if DEFAULT_OBJECTIVE in keys else keys[0]
     probed = client.get_metric_history(run_id, probe)
     if probed and max(m.step for m in probed) == int(best):
         return {}
@@ -213,16 +235,16 @@ def _varied(parent, children: list, params: dict[str, dict[str, Any]]) -> list[s
     """The knob columns: the ``haloae.varied`` tag (parent first, then children), else the params
     that differ across runs, minus seeds and minus keys implied by the variant."""
     for run in ([parent] if parent is not None else []) + children:
-        tag = run.data.tags.get(VARIED_TAG)
+        tag = run.data.tags.get(TAG_VARIED)
         if tag:
             return [k.strip() for k in tag.split(",") if k.strip() and k.strip() not in NOT_KNOBS]
     frame = pd.DataFrame(params.values())
     if frame.empty:
         return []
     differing = [c for c in frame.columns if c not in NOT_KNOBS and frame[c].astype(str).nunique() > 1]
-    if "variant" in differing:  # keys a variant sets (loss.terms, ...) are not knobs of their own
-        by_variant = frame.astype(str).groupby("variant")
-        differing = ["variant"] + [c for c in differing if c != "variant" and (by_variant[c].nunique() > 1).any()]
+    if TAG_VARIANT in differing:  # keys a variant sets (loss.terms, ...) are not knobs of their own
+        by_variant = frame.astype(str).groupby(TAG_VARIANT)
+        differing = [TAG_VARIANT] + [c for c in differing if c != TAG_VARIANT and (by_variant[c].nunique() > 1).any()]
     return differing
 
 
@@ -238,9 +260,10 @@ def load_runs(sweep: str, tracking_uri: str | None = None, storage: str | Path |
     client = client_for(uri)
     parent = find_parent(client, sweep)
     experiments = [parent.info.experiment_id] if parent is not None else _all_experiment_ids(client)
-    children = _search(client, experiments, f"tags.sweep = '{_check_name(sweep)}' and tags.`{ROLE_TAG}` = 'trial'")
+    children = _search(client, experiments, _role_filter(sweep, ROLE_TRIAL))
     if parent is None and not children:
-        raise SweepQueryError(f"unknown sweep {sweep!r} in {uri}; sweeps found: {', '.join(sweeps_in(client)) or 'none'}")
+        found = sweeps_in(client)
+        raise SweepQueryError(f"unknown sweep {sweep!r} in {uri}; {hint(sweep, found)}sweeps found: {', '.join(found) or 'none'}")
 
     params = {r.info.run_id: _typed_params(frozenset(r.data.params.items())) for r in children}
     varied = _varied(parent, children, params)
@@ -250,17 +273,17 @@ def load_runs(sweep: str, tracking_uri: str | None = None, storage: str | Path |
         metrics = dict(run.data.metrics)
         if run.info.status == FINISHED:
             metrics.update(_values_at_best_epoch(client, run.info.run_id, metrics))
-        seed = tags.get("seed", p.get("train.seed"))
-        category = tags.get("category", "")
+        seed = tags.get(TAG_SEED, p.get("train.seed"))
+        category = tags.get(TAG_CATEGORY, "")
         row = {
             "run_id": run.info.run_id,
-            "trial_id": tags.get("trial_id", ""),
-            "category": category,
+            TAG_TRIAL_ID: tags.get(TAG_TRIAL_ID, ""),
+            TAG_CATEGORY: category,
             "group": category_group(category),
-            "variant": tags.get("variant", p.get("variant", "")),
-            "seed": int(seed) if seed is not None and str(seed).lstrip("-").isdigit() else seed,
+            TAG_VARIANT: tags.get(TAG_VARIANT, p.get("variant", "")),
+            TAG_SEED: int(seed) if seed is not None and str(seed).lstrip("-").isdigit() else seed,
             "status": run.info.status,
-            "error": tags.get("error", ""),
+            TAG_ERROR: tags.get(TAG_ERROR, ""),
         }
         row.update({k: p.get(k, _literal(tags[k]) if k in tags else None) for k in varied if k not in row})
         row.update(metrics)
@@ -312,14 +335,16 @@ def require_categories(runs: RunsFrame, categories: Iterable[str] | None) -> lis
     wanted = list(categories)
     unknown = [c for c in wanted if c not in have]
     if unknown:
-        raise SweepQueryError(f"unknown categor{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; sweep {runs.attrs.get('sweep')} has: {', '.join(have)}")
+        raise SweepQueryError(f"unknown categor{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; {hint(unknown[0], have)}"
+                              f"sweep {runs.attrs.get('sweep')} has: {', '.join(have)}")  # fmt: skip
     return wanted
 
 
 def require_metric(runs: RunsFrame, metric: str) -> str:
     if metric not in runs.columns:
-        available = sorted(c for c in runs.columns if c.count("/") == 1 and c.split("/")[0] in ("val", "test"))
-        raise SweepQueryError(f"unknown metric {metric!r}; the runs have e.g.: {', '.join(available) or 'none'}")
+        metrics = [c for c in runs.columns if isinstance(c, str) and split_of(c) in (VAL, TEST) and "/" in c]
+        headline = sorted(c for c in metrics if c.count("/") == 1)
+        raise SweepQueryError(f"unknown metric {metric!r}; {hint(metric, metrics)}the runs have e.g.: {', '.join(headline) or 'none'}")
     return metric
 
 
@@ -334,7 +359,8 @@ def select(runs: RunsFrame, where: dict[str, str]) -> RunsFrame:
     out = runs
     for key, text in where.items():
         if key not in runs.columns:
-            raise SweepQueryError(f"--where {key}: unknown column; knobs: {', '.join(runs.attrs.get('varied', [])) or 'none'}")
+            knobs = ", ".join(runs.attrs.get("varied", [])) or "none"
+            raise SweepQueryError(f"--where {key}: unknown column; {hint(key, list(runs.columns), by_last_part=True)}knobs: {knobs}")
         value = _literal(text)
         out = out[equals(out[key], value) | (out[key].astype(str) == text)]
     if out.empty:

@@ -33,9 +33,11 @@ import pandas as pd
 from analysis import paper
 from analysis.render import Cell, Stat, Table
 from analysis.runs import GROUPS, RunsFrame, SweepQueryError, category_order, equals, finished, require_metric
+from haloae.dotted import hint
+from haloae.vocab import TAG_CATEGORY, TAG_SEED, TAG_VARIANT, TEST, VAL, metric_key
 
 TABLES = ("table2", "table3", "table4", "tableS1", "pivot")
-SPLITS = ("test", "val")
+SPLITS = (TEST, VAL)
 PAIR = ("image_auroc", "pixel_auroc")
 PAIR_LABELS = ("image AUROC", "pixel AUROC")
 GROUP_LABELS = {"texture": "Mean Text.", "object": "Mean Obj.", "other": "Mean Other", "all": "Mean"}
@@ -85,7 +87,7 @@ def mark_best(cells: dict[tuple[str, str], Cell], lines: Iterable[Sequence[tuple
 
 # ---------------------------------------------------------------------- configurations
 def _sort_key(value: Any) -> tuple:
-    from haloae.variants import VARIANTS
+    from haloae.presets import VARIANTS
 
     if isinstance(value, str) and value in VARIANTS:
         return 0, list(VARIANTS).index(value), ""
@@ -97,15 +99,16 @@ def _sort_key(value: Any) -> tuple:
 def configurations(runs: RunsFrame) -> tuple[pd.DataFrame, list[str], dict[str, str | None]]:
     """FINISHED runs with a ``config`` label column; the labels in order; label -> variant name when
     the configuration is a variant alone (then the paper's rows apply), else None."""
-    knobs = [k for k in runs.attrs.get("varied", []) if k in runs.columns] or ["variant"]
+    knobs = [k for k in runs.attrs.get("varied", []) if k in runs.columns] or [TAG_VARIANT]
     done = finished(runs).copy()
-    by_variant = knobs == ["variant"]
+    by_variant = knobs == [TAG_VARIANT]
     keys = sorted({tuple(r) for r in done[knobs].itertuples(index=False)}, key=lambda t: tuple(_sort_key(v) for v in t))
 
     def label(values: tuple) -> str:
         if by_variant:
             return variant_label(values[0])
-        return ", ".join(str(v) if k == "variant" else f"{k.split('.')[-1]}={v}" for k, v in zip(knobs, values, strict=True))
+        # the full dotted key: loss.alpha.cls.c and loss.alpha.fm.c must not both print as c=
+        return ", ".join(str(v) if k == TAG_VARIANT else f"{k}={v}" for k, v in zip(knobs, values, strict=True))
 
     labels = {key: label(key) for key in keys}
     done["config"] = [labels[tuple(r)] for r in done[knobs].itertuples(index=False)]
@@ -114,7 +117,7 @@ def configurations(runs: RunsFrame) -> tuple[pd.DataFrame, list[str], dict[str, 
 
 
 def variant_label(name: str) -> str:
-    from haloae.variants import VARIANTS
+    from haloae.presets import VARIANTS
 
     return VARIANTS[name].label if name in VARIANTS else str(name)
 
@@ -128,8 +131,7 @@ def _groups(categories: Sequence[str]) -> list[tuple[str, list[str]]]:
 
 
 def _metric_keys(split: str, scoring: str | None = None) -> tuple[str, str]:
-    prefix = f"{split}/{scoring}/" if scoring else f"{split}/"
-    return tuple(prefix + m for m in PAIR)  # type: ignore[return-value]
+    return tuple(metric_key(split, m, scoring) for m in PAIR)  # type: ignore[return-value]
 
 
 def _pair(frame: pd.DataFrame, keys: Sequence[str], categories: Sequence[str] | None = None) -> tuple[Stat | None, ...]:
@@ -210,7 +212,7 @@ def table_s1(runs: RunsFrame, split: str = "test", with_paper: bool = False) -> 
     tables = []
     for config in configs:
         mine = done[done["config"] == config]
-        scorings = [s for s in SCORINGS if f"{split}/{s}/image_auroc" in mine.columns and mine[f"{split}/{s}/image_auroc"].notna().any()]
+        scorings = [s for s in SCORINGS if (key := metric_key(split, "image_auroc", s)) in mine.columns and mine[key].notna().any()]
         rows = [SCORING_LABELS[s] for s in scorings]
         columns = categories + [GROUP_LABELS[g] for g, _ in groups]
         cells: dict[tuple[str, str], Cell] = {}
@@ -234,11 +236,13 @@ def pivot(runs: RunsFrame, rows: str, columns: str, metric: str | None = None, s
     """``rows`` knob x ``columns`` knob; cell = ``metric`` (default ``<split>/image_auroc``) over every
     category, mean +- std over seeds. Other knobs must not vary (filter them with ``select``)."""
     _check_split(split)
-    metric = require_metric(runs, metric or f"{split}/image_auroc")
+    metric = require_metric(runs, metric or metric_key(split, "image_auroc"))
     done = finished(runs)
     for knob in (rows, columns):
         if knob not in done.columns:
-            raise SweepQueryError(f"pivot: unknown knob {knob!r}; the sweep's knobs: {', '.join(runs.attrs.get('varied', [])) or 'none'}")
+            varied = runs.attrs.get("varied", [])
+            axes = [*varied, TAG_CATEGORY, TAG_SEED]
+            raise SweepQueryError(f"pivot: unknown knob {knob!r}; {hint(knob, axes, by_last_part=True)}the sweep's knobs: {', '.join(varied) or 'none'}")
     others = [k for k in runs.attrs.get("varied", []) if k not in (rows, columns) and done[k].astype(str).nunique() > 1]
     if others:
         raise SweepQueryError(f"pivot {rows} x {columns}: {', '.join(others)} also vary; fix them with --where KEY=VALUE")

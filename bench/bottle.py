@@ -46,7 +46,8 @@ from bench.train_step import matmul_peak_gflops, step_flops  # noqa: E402
 from haloae.config import HaloAEConfig  # noqa: E402
 from haloae.losses import HaloAELoss  # noqa: E402
 from haloae.model import HaloAE  # noqa: E402
-from haloae.train import batch_views, epoch_indices, fit, prepare_data  # noqa: E402
+from haloae.category_data import prepare_data  # noqa: E402
+from haloae.train import batch_views, epoch_indices, fit  # noqa: E402
 
 DEFAULT_ROOT = Path(os.environ.get("MVTEC_ROOT", "/work/shared/data/mvtec_ad"))
 # The cpu preset's own length (its alpha schedule spans 20 epochs). Measured on the idle 2-core
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-root", type=Path, default=DEFAULT_ROOT, help="MVTec AD root (read only, never copied)")
     p.add_argument("--category", default="bottle")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), help="haloae.variants names, run in turn")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), help="haloae.presets variant names, run in turn")
     p.add_argument("--epochs", type=int, default=EPOCHS)
     p.add_argument("--steps", type=int, default=STEPS, help="optimiser steps per epoch")
     p.add_argument("--set", action="append", default=[], dest="sets", help="extra dotted override (repeatable)")

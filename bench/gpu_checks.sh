@@ -8,8 +8,9 @@ mkdir -p "$out"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 py=${PYTHON:-python3}
 nvidia-smi -L; $py -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name())'
-# 1. the CUDA paths against the naive reference and the CPU path
-$py -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_attention.py 2>&1 | tee "$out/pytest.log" | tail -4
+# 1. the CUDA paths against the naive reference and the CPU path; the device-agnostic model and loss tests on the GPU
+TORCH_DEVICE=cuda $py -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_attention.py tests/test_model.py \
+    tests/test_losses.py 2>&1 | tee "$out/pytest.log" | tail -4
 # 2. attention at the paper's stage shapes: ours vs timm vs the unfold port (fp32, then bf16)
 $py bench/attention.py --device cuda --repeats 20 2>&1 | tee "$out/attention_fp32.txt"
 $py bench/attention.py --device cuda --bf16 --no-memory --repeats 20 2>&1 | tee "$out/attention_bf16.txt"

@@ -67,9 +67,10 @@ def definition(storage: Path, name: str, epochs: int, steps: int, cpu: float, co
 def run_loop(spec) -> tuple[float, int]:
     import torch
 
-    from haloae.train import fit, prepare_data
+    from haloae.category_data import prepare_data
+    from haloae.train import fit
     from sweeps.runner import prepare
-    from sweeps.spec import build_config
+    from sweeps.trials import build_config
 
     trials = prepare(spec)
     torch.set_num_threads(2)
@@ -102,8 +103,8 @@ def run_as_sweep(spec) -> tuple[float, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sweeps.loading import load_spec
     from sweeps.runner import prepare
-    from sweeps.spec import load_spec
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=3)

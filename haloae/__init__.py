@@ -12,16 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from haloae.config import ConfigError, HaloAEConfig
-    from haloae.model import HaloAE, HaloAEOutput, build_model
+    from haloae.model import HaloAE, HaloAEOutput
 
 _EXPORTS = {
     "ConfigError": "haloae.config",
     "HaloAEConfig": "haloae.config",
     "HaloAE": "haloae.model",
     "HaloAEOutput": "haloae.model",
-    "build_model": "haloae.model",
 }
-__all__ = ["ConfigError", "HaloAE", "HaloAEConfig", "HaloAEOutput", "build_model"]
+__all__ = ["ConfigError", "HaloAE", "HaloAEConfig", "HaloAEOutput"]
 __version__ = "0.1.0"
 
 

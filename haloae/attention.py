@@ -36,8 +36,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ATTENTION_KINDS = ("halo", "legacy", "none")
-
 # Large finite negative logit for masked keys: exp() underflows to 0 in fp32/bf16, and unlike -inf
 # it keeps the fused kernels' backward free of 0 * inf.
 _MASKED_LOGIT = -1.0e4

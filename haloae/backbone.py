@@ -35,39 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from haloae.choices import VGG19_RELUS, feature_channels
 from haloae.errors import InputError
-
-# torchvision vgg19.features index of each ReLU output, and its channels
-VGG19_RELUS: dict[str, tuple[int, int]] = {
-    "relu1_1": (1, 64), "relu1_2": (3, 64),
-    "relu2_1": (6, 128), "relu2_2": (8, 128),
-    "relu3_1": (11, 256), "relu3_2": (13, 256), "relu3_3": (15, 256), "relu3_4": (17, 256),
-    "relu4_1": (20, 512), "relu4_2": (22, 512), "relu4_3": (24, 512), "relu4_4": (26, 512),
-    "relu5_1": (29, 512), "relu5_2": (31, 512), "relu5_3": (33, 512), "relu5_4": (35, 512),
-}  # fmt: skip
-
-# EfficientNet-Lite0 stage outputs: channels (stride is in haloae.efficientnet_lite.STAGES)
-EFFICIENTNET_LITE0_CHANNELS: dict[str, int] = {
-    "stem": 32, "stage1": 16, "stage2": 24, "stage3": 40, "stage4": 80, "stage5": 112, "stage6": 192, "stage7": 320,
-}  # fmt: skip
-
-BACKBONE_STAGES: dict[str, tuple[str, ...]] = {
-    "vgg19": tuple(VGG19_RELUS),
-    "efficientnet_lite0": tuple(EFFICIENTNET_LITE0_CHANNELS),
-    "none": (),
-}
 
 
 class BackboneWeightsError(InputError):
     """Backbone weights cannot be found or do not fit; the message is one line."""
-
-
-def layer_channels(backbone: str, layer: str) -> int:
-    if backbone == "vgg19":
-        return VGG19_RELUS[layer][1]
-    if backbone == "efficientnet_lite0":
-        return EFFICIENTNET_LITE0_CHANNELS[layer]
-    raise ValueError(f"backbone {backbone!r} has no layer {layer!r}")
 
 
 def dfr_aggregate(feature: torch.Tensor, image_size: int, pool: int) -> torch.Tensor:
@@ -120,7 +93,7 @@ class FeatureExtractor(nn.Module):
         self.layers = tuple(layers)
         self.image_size = image_size
         self.pool = pool
-        self.out_channels = sum(layer_channels(name, layer) for layer in layers) if layers else 3
+        self.out_channels = feature_channels(name, self.layers)
         if name == "vgg19":
             self.net = _vgg19_features(max(VGG19_RELUS[layer][0] for layer in layers))
             self._taps = {VGG19_RELUS[layer][0]: layer for layer in layers}

@@ -6,17 +6,21 @@
                         images, i.e. the "_N" normalisation of Table S1
     <dir>/bundle.json   the HaloAEConfig (nested dict), image size, input normalisation (ImageNet
                         mean/std), the scoring, the decision threshold and how it was chosen, the
-                        overlay colour range, category, source run id and metrics
+                        overlay colour range, category, source run id, metrics, and the sha256 of
+                        weights.pt and scorer.pt (``files``): ``load_bundle`` refuses a bundle
+                        whose files do not match, with one line naming the file
 
 ``load_bundle(dir).predict(images)`` applies the preprocessing of evaluation exactly (RGB, PIL
-bilinear antialiased resize to S x S as ``haloae.data.load_image``, [0, 1], ``normalize``), runs
+bilinear antialiased resize to S x S as ``haloae.images.load_image``, [0, 1], ``normalize``), runs
 the model and returns a ``PredictResult``: image scores (N,), anomaly maps (N, S, S) and
 decisions (N,) = score > threshold. The scoring is the one evaluation reports as ``image_auroc``:
-``afm_norm_filter`` when the model has it, else the first available (``haloae.train.evaluate``).
+``afm_norm_filter`` when the model has it, else the first available (``haloae.evaluation.evaluate``).
+A non-finite score is a ``BundleError``, never a decision.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -27,14 +31,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from haloae.config import HaloAEConfig
-from haloae.data import IMAGENET_MEAN, IMAGENET_STD, load_image, normalize
-from haloae.errors import InputError
+from haloae.checkpoint import CheckpointError, atomic_save, read_checkpoint, rebuild
+from haloae.data import IMAGENET_MEAN, IMAGENET_STD, normalize
+from haloae.errors import DatasetError, InputError
+from haloae.images import load_image
 from haloae.model import HaloAE
 from haloae.scoring import DEFAULT_SCORING, AnomalyScorer, available_scorings
 
 FORMAT = "haloae-bundle"
-VERSION = 1
+VERSION = 2  # 1: without the files' sha256
 WEIGHTS, SCORER, MANIFEST = "weights.pt", "scorer.pt", "bundle.json"
 ImageLike = str | Path | Image.Image
 
@@ -58,32 +63,15 @@ def choose_scoring(available: Sequence[str]) -> str:
     return sorted(available)[0]
 
 
-def rebuild(config: dict[str, Any], model_state: dict, scorer_state: dict, device: str | torch.device = "cpu"):
-    """Model and scorer from a config dict and their state dicts (strict: nothing silently dropped)."""
-    cfg = HaloAEConfig.from_dict(config).replace(**{"model.backbone.weights": "random"})  # weights come from the state
-    model = HaloAE(cfg).to(device)
-    model.load_state_dict(model_state, strict=True)
-    scorer = AnomalyScorer(cfg.model.image_size).to(device)
-    scorer.load_state_dict(scorer_state, strict=True)
-    return model.eval(), scorer
-
-
 # ---------------------------------------------------------------------- images in
 def read_image(source: ImageLike, size: int) -> torch.Tensor:
-    """One image as float ``(3, size, size)`` in [0, 1], exactly as evaluation loads it.
-
-    A path goes through ``haloae.data.load_image``; a PIL image gets the same conversion (RGB,
-    bilinear antialiased resize only when the size differs). Unreadable files raise ``BundleError``.
-    """
-    if isinstance(source, Image.Image):
-        rgb = source.convert("RGB")
-        if rgb.size != (size, size):
-            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-        return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
+    """One image (a path or a PIL image) as float ``(3, size, size)`` in [0, 1], exactly as evaluation
+    loads it (``haloae.images.load_image``: by its real bit depth, alpha dropped, bilinear antialiased
+    resize). Unreadable files and unsupported modes raise ``BundleError`` naming the file."""
     try:
         return load_image(source, size)
-    except (OSError, SyntaxError, ValueError) as exc:  # PIL's errors for missing, truncated or foreign files
-        raise BundleError(f"{source}: unreadable image ({' '.join(f'{type(exc).__name__}: {exc}'.split())})") from exc
+    except DatasetError as exc:
+        raise BundleError(str(exc)) from exc
 
 
 def to_batch(images: Sequence[ImageLike] | torch.Tensor, size: int) -> torch.Tensor:
@@ -116,10 +104,11 @@ class Predictor:
         threshold (float): decision threshold on the image score. (default: inf, nothing flagged)
         info (dict | None): the bundle's manifest, for callers (category, metrics, map_range...).
         batch_size (int): images per forward pass. (default: 16)
+        source (str): what error messages call the model, e.g. its bundle folder. (default: "the model")
     """
 
     def __init__(self, model: HaloAE, scorer: AnomalyScorer, scoring: str | None = None, threshold: float = math.inf,
-                 info: dict[str, Any] | None = None, batch_size: int = 16) -> None:  # fmt: skip
+                 info: dict[str, Any] | None = None, batch_size: int = 16, source: str = "the model") -> None:  # fmt: skip
         self.model, self.scorer = model.eval(), scorer
         self.device = next(iter(model.parameters()), torch.empty(0)).device
         self.image_size = model.cfg.model.image_size
@@ -127,6 +116,7 @@ class Predictor:
         self.threshold = float(threshold)
         self.info = dict(info or {})
         self.batch_size = batch_size
+        self.source = source
 
     @torch.no_grad()
     def available_scorings(self) -> tuple[str, ...]:
@@ -135,7 +125,8 @@ class Predictor:
 
     @torch.no_grad()
     def predict(self, images: Sequence[ImageLike] | torch.Tensor) -> PredictResult:
-        """Scores, maps and decisions for images (paths, PIL images or a uint8 tensor)."""
+        """Scores, maps and decisions for images (paths, PIL images or a uint8 tensor); a NaN or
+        infinite score (corrupted or diverged weights) is a ``BundleError``, not a decision."""
         batch = to_batch(images, self.image_size)  # (N, 3, S, S) in [0, 1]
         scores, maps = [], []
         for i in range(0, len(batch), self.batch_size):
@@ -146,6 +137,10 @@ class Predictor:
             if self.scoring in batch_maps:
                 maps.append(batch_maps[self.scoring][:, 0].float().cpu())  # (B, S, S)
         all_scores = torch.cat(scores)
+        bad = int((~torch.isfinite(all_scores)).sum())
+        if bad:
+            raise BundleError(f"{self.source}: {bad} of {len(all_scores)} images got a non-finite {self.scoring} score "
+                              "(NaN or inf: its weights are corrupted or diverged)")  # fmt: skip
         return PredictResult(all_scores, torch.cat(maps) if maps else None, all_scores > self.threshold)
 
 
@@ -157,15 +152,15 @@ def save_bundle(checkpoint_path: str | Path, out_dir: str | Path, threshold: flo
     threshold was chosen), ``map_range`` ((lo, hi) for overlays), ``category``, ``source_run_id``,
     ``metrics``; anything else is kept under ``metadata``.
     """
-    ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)  # our own file: config + states
-    model, scorer = rebuild(ckpt["config"], ckpt["model"], ckpt["scorer"])
+    ckpt = read_checkpoint(checkpoint_path, keys=("config", "model", "scorer"))
+    model, scorer = rebuild(ckpt["config"], ckpt["model"], ckpt["scorer"], source=checkpoint_path)
     meta = dict(metadata or {})
     scoring = meta.pop("scoring", None) or Predictor(model, scorer).scoring
     map_range = meta.pop("map_range", None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    torch.save(ckpt["model"], out / WEIGHTS)
-    torch.save(ckpt["scorer"], out / SCORER)
+    atomic_save(ckpt["model"], out / WEIGHTS)
+    atomic_save(ckpt["scorer"], out / SCORER)
     manifest = {
         "format": FORMAT,
         "version": VERSION,
@@ -182,7 +177,7 @@ def save_bundle(checkpoint_path: str | Path, out_dir: str | Path, threshold: flo
         "source_run_id": meta.pop("source_run_id", None),
         "epoch": ckpt.get("epoch"),
         "metrics": meta.pop("metrics", {}),
-        "files": {"weights": WEIGHTS, "scorer": SCORER},
+        "files": {name: _sha256(out / name) for name in (WEIGHTS, SCORER)},
         "metadata": meta,
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=_json_default))
@@ -200,12 +195,34 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu", batch_size
     except json.JSONDecodeError as exc:
         raise BundleError(f"{manifest_path}: invalid JSON ({exc})") from exc
     if info.get("format") != FORMAT or info.get("version") != VERSION:
-        raise BundleError(f"{manifest_path}: format {info.get('format')!r} v{info.get('version')}, expected {FORMAT!r} v{VERSION}")
-    files = info["files"]
-    model_state = torch.load(folder / files["weights"], map_location=device, weights_only=True)
-    scorer_state = torch.load(folder / files["scorer"], map_location=device, weights_only=True)
-    model, scorer = rebuild(info["config"], model_state, scorer_state, device)
-    return Predictor(model, scorer, info["scoring"], info["threshold"], info, batch_size)
+        older = " (an older haloae's, without checksums: export it again)" if info.get("format") == FORMAT else ""
+        raise BundleError(
+            f"{manifest_path}: format {info.get('format')!r} v{info.get('version')}, expected {FORMAT!r} v{VERSION}{older}"
+        )
+    states = []
+    for name in (WEIGHTS, SCORER):
+        file = folder / name
+        if not file.is_file():
+            raise BundleError(f"{file}: missing (the bundle is incomplete)")
+        if _sha256(file) != info.get("files", {}).get(name):
+            raise BundleError(f"{file}: corrupted (its sha256 differs from the one in {MANIFEST})")
+        try:
+            states.append(read_checkpoint(file))
+        except CheckpointError as exc:
+            raise BundleError(str(exc)) from exc
+    try:
+        model, scorer = rebuild(info.get("config"), *states, device, source=manifest_path)
+    except CheckpointError as exc:
+        raise BundleError(str(exc)) from exc
+    return Predictor(model, scorer, info["scoring"], info["threshold"], info, batch_size, source=str(folder))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _json_default(value: Any) -> Any:

@@ -11,6 +11,8 @@ import sys
 
 import click
 
+from haloae.vocab import DEFAULT_OBJECTIVE
+
 # Subcommands of the layers above the library, imported only when run (they import Ray / MLflow):
 # name -> "module:attribute" of a click command.
 LAYER_COMMANDS = {
@@ -80,7 +82,7 @@ def config(preset: str, variant: str | None, overrides: tuple[str, ...], flat: b
 @main.command()
 def variants() -> None:
     """List the named ablation variants (Tables 3 and 4, structure, attention)."""
-    from haloae.variants import VARIANTS
+    from haloae.presets import VARIANTS
 
     for v in VARIANTS.values():
         click.echo(f"{v.name:24s} {v.table:10s} {v.label}")
@@ -107,19 +109,20 @@ def summary(preset: str, variant: str | None, overrides: tuple[str, ...], batch:
     click.echo(f"input: {(batch, 3, s, s)}")
     for name, value in out._asdict().items():
         click.echo(f"{name:8s}: {tuple(value.shape) if value is not None else '-'}")
-    for part in ("encoder", "decoder", "image_decoder", "classifier"):
-        module = getattr(model, part)
-        click.echo(f"{part:14s} {count_parameters(module) if module is not None else 0:>12,d}")
+    for part in ("encoder", "decoder", "image_decoder", "classifier"):  # an absent part counts 0
+        click.echo(f"{part:14s} {count_parameters(getattr(model, part)):>12,d}")
     click.echo(f"{'trainable':14s} {count_parameters(model):>12,d}")
 
 
 @main.command()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Dataset root to write.")
 @click.option("--categories", default=None, help="Comma-separated synthetic categories (default: all).")
-@click.option("--size", default=128, show_default=True, help="Image side in pixels.")
+@click.option("--size", default=128, show_default=True, type=click.IntRange(min=16), help="Image side in pixels.")
 @click.option("--seed", default=0, show_default=True)
 def synth(out_dir: str, categories: str | None, size: int, seed: int) -> None:
-    """Write a synthetic MVTec-format dataset (textures and objects with exact defect masks)."""
+    """Write a synthetic MVTec-format dataset (textures and objects with exact defect masks).
+
+    Each category appears under OUT only once it is complete: a failed run leaves nothing behind."""
     from haloae.synth import SYNTH_CATEGORIES, generate
 
     names = [c.strip() for c in categories.split(",")] if categories else None
@@ -138,16 +141,26 @@ def synth(out_dir: str, categories: str | None, size: int, seed: int) -> None:
 @_SET
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from OUT/checkpoint.pt.")
-def train(data_root, category, preset, variant, overrides, out_dir, resume) -> None:
+@click.option("--objective", default=DEFAULT_OBJECTIVE, show_default=True, help="Validation metric that chooses best.pt.")
+@click.option("--mode", type=click.Choice(["max", "min"]), default="max", show_default=True, help="Best is the max or min.")
+def train(data_root, category, preset, variant, overrides, out_dir, resume, objective, mode) -> None:
     """Train one HaloAE run on one category; validation picks the checkpoint, test is reported."""
-    from haloae.config import HaloAEConfig
-    from haloae.train import fit, prepare_data
+    from pathlib import Path
 
+    from haloae.category_data import prepare_data
+    from haloae.config import HaloAEConfig
+    from haloae.train import check_objective, fit, read_resume_state
+    from haloae.vocab import CHECKPOINT_FILE
+
+    check_objective(objective, mode)
     cfg = HaloAEConfig.from_overrides(preset, list(overrides), variant=variant)
+    last = Path(out_dir) / CHECKPOINT_FILE
+    if resume and last.is_file():
+        read_resume_state(last, objective, mode)  # a bad checkpoint fails before the data is decoded
     data = prepare_data(cfg, data_root, category)  # validates the folder before any training
-    result = fit(cfg, data, out_dir, resume=resume)
+    result = fit(cfg, data, out_dir, resume=resume, objective=objective, mode=mode)
     _print_metrics(result.metrics)
-    click.echo(f"best epoch {result.best_epoch}; run directory {result.out_dir}")
+    click.echo(f"best epoch {result.best_epoch} by {objective} ({mode}); run directory {result.out_dir}")
 
 
 @main.command()
@@ -157,9 +170,10 @@ def train(data_root, category, preset, variant, overrides, out_dir, resume) -> N
 @click.option("--json", "as_json", is_flag=True, help="Print every metric as JSON.")
 def evaluate(checkpoint, data_root, category, as_json) -> None:
     """Evaluate a checkpoint on a category's validation and test data (every Table S1 scoring)."""
-    from haloae.train import evaluate_checkpoint
+    from haloae.evaluation import evaluate_checkpoint
+    from haloae.train import pick_device
 
-    metrics = evaluate_checkpoint(checkpoint, data_root, category)
+    metrics = evaluate_checkpoint(checkpoint, data_root, category, pick_device("auto"))
     click.echo(json.dumps(metrics, indent=2, sort_keys=True)) if as_json else _print_metrics(metrics)
 
 

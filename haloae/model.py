@@ -26,11 +26,12 @@ from torch import nn
 
 from haloae.attention import make_attention
 from haloae.backbone import FeatureExtractor
+from haloae.choices import IMAGE_AE_ARCHS
 from haloae.config import HaloAEConfig
 
 
 class HaloAEOutput(NamedTuple):
-    """What one forward pass produces; parts a variant lacks are None."""
+    """What one forward pass produces; outputs of parts a variant lacks are None."""
 
     fm: torch.Tensor | None  # (B, C, S/4, S/4) target features (no grad)
     code: torch.Tensor | None  # (B, C_code, h, w) encoded map
@@ -44,6 +45,18 @@ def _conv(transposed: bool, c_in: int, c_out: int, kernel: int, bias: bool = Fal
     # flipped kernel); kept as ConvTranspose2d so weights match the original decoder
     cls = nn.ConvTranspose2d if transposed else nn.Conv2d
     return cls(c_in, c_out, kernel, stride=1, padding=kernel // 2, bias=bias)
+
+
+class Absent(nn.Module):
+    """The form of a part that a variant lacks (no backbone, image decoder or classifier).
+
+    timm's ``nn.Identity`` idiom for a part whose output does not exist: no parameters, no
+    state-dict keys, and ``None`` out, so ``HaloAE.forward`` calls every part unconditionally and
+    the missing output lands as None in ``HaloAEOutput``.
+    """
+
+    def forward(self, *inputs: torch.Tensor) -> None:
+        return None
 
 
 class HaloBottleneck(nn.Module):
@@ -61,6 +74,7 @@ class HaloBottleneck(nn.Module):
         c_in: int,
         inner: int,
         c_out: int,
+        *,
         kernel: int = 3,
         heads: int = 8,
         dim_head: int = 16,
@@ -95,16 +109,25 @@ class HaloBottleneck(nn.Module):
 
 
 def _stages(
-    c_in: int, inner: tuple[int, ...], outs: tuple[int, ...], kernels, heads, cfg, transposed: bool,
+    c_in: int,
+    *,
+    inner: tuple[int, ...],
+    outs: tuple[int, ...],
+    kernels: tuple[int, ...],
+    heads: tuple[int, ...],
+    cfg: HaloAEConfig,
+    transposed: bool,
     last_relu: bool = True,
 ) -> nn.Sequential:
+    """One bottleneck per stage; ``last_relu=False`` drops the last block's final ReLU."""
     m = cfg.model
     blocks = []
     for i, (w_inner, w_out, k, h) in enumerate(zip(inner, outs, kernels, heads, strict=True)):
         blocks.append(
             HaloBottleneck(
-                c_in, w_inner, w_out, k, h, m.dim_head, m.block_size, m.halo_size, m.attention, transposed,
-                m.unused_stride2_convs, final_relu=last_relu or i < len(outs) - 1,
+                c_in, w_inner, w_out, kernel=k, heads=h, dim_head=m.dim_head, block_size=m.block_size,
+                halo_size=m.halo_size, attention=m.attention, transposed=transposed,
+                unused_stride2_conv=m.unused_stride2_convs, final_relu=last_relu or i < len(outs) - 1,
             )
         )
         c_in = w_out
@@ -121,7 +144,10 @@ class HaloNetEncoder(nn.Module):
         self.head = nn.Sequential(
             nn.Conv2d(c_in, widths[0], m.head_kernel, padding=0, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
         )
-        self.stages = _stages(widths[0], widths, widths, m.encoder_kernels, m.encoder_heads, cfg, transposed=False)
+        self.stages = _stages(
+            widths[0], inner=widths, outs=widths, kernels=m.encoder_kernels, heads=m.encoder_heads, cfg=cfg,
+            transposed=False,
+        )
         self.out_channels = widths[-1]
 
     def forward(self, fm: torch.Tensor) -> torch.Tensor:
@@ -137,7 +163,8 @@ class HaloNetDecoder(nn.Module):
         outs = (*m.decoder_widths, c_out)
         inner = m.decoder_inner_widths or outs
         self.stages = _stages(
-            c_in, inner, outs, m.decoder_kernels, m.decoder_heads, cfg, transposed=True, last_relu=m.decoder_final_relu
+            c_in, inner=inner, outs=outs, kernels=m.decoder_kernels, heads=m.decoder_heads, cfg=cfg, transposed=True,
+            last_relu=m.decoder_final_relu,
         )
         self.out_size = out_size
 
@@ -165,7 +192,7 @@ class FeatureCAE(nn.Module):
 class ImageDecoder(nn.Module):
     """Block D: fm_hat -> im_hat with reflection-padded 3x3 convs + ReLU and x2 nearest upsampling."""
 
-    def __init__(self, c_in: int, widths: tuple[int, ...], upscale: int, final_relu: bool = True) -> None:
+    def __init__(self, c_in: int, *, widths: tuple[int, ...], upscale: int, final_relu: bool = True) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         for w in widths:
@@ -185,6 +212,19 @@ class ImageDecoder(nn.Module):
 
     def forward(self, fm_hat: torch.Tensor) -> torch.Tensor:
         return self.net(fm_hat)
+
+
+class Classifier(nn.Linear):
+    """Block E: ``Linear(C*H*W, 2)`` on the flattened reconstruction, original (0) vs CutPaste (1).
+
+    An ``nn.Linear`` itself, so its state-dict keys stay the original's ``classifier.weight`` / ``.bias``.
+    """
+
+    def __init__(self, in_features: int) -> None:
+        super().__init__(in_features, 2)
+
+    def forward(self, reconstruction: torch.Tensor) -> torch.Tensor:
+        return super().forward(torch.flatten(reconstruction, 1))
 
 
 class ConvImageAE(nn.Module):
@@ -217,46 +257,55 @@ class HaloAE(nn.Module):
     """The whole model for one ``HaloAEConfig``; ``forward(images) -> HaloAEOutput``.
 
     Inputs are ImageNet-normalised images ``(B, 3, S, S)``. The backbone is frozen; everything else
-    trains. ``model.arch`` picks the Table 4 row.
+    trains. ``model.arch`` picks the Table 4 row. Parts a variant lacks are ``Absent``: the image
+    auto-encoders (AE-L2, AE-SSIM) have no backbone, ``model.image_decoder=false`` no block D,
+    ``model.classifier=false`` no block E.
     """
 
     def __init__(self, cfg: HaloAEConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        m = cfg.model
+        m, bb = cfg.model, cfg.model.backbone
         self.arch = m.arch
-        self.backbone: nn.Module | None = None
-        self.encoder: nn.Module = nn.Identity()
-        self.decoder: nn.Module = nn.Identity()
-        self.image_decoder: nn.Module | None = None
-        self.classifier: nn.Module | None = None
-        if m.arch in ("ae_l2", "ae_ssim"):
+        self.image_autoencoder = m.arch in IMAGE_AE_ARCHS  # image in, image out: no fm
+        # block E reads im_hat, or fm_hat where there is no block D (Table 3's "no image decoder")
+        self.classifies_image = m.image_decoder
+        backbone, image_decoder, classifier = Absent(), Absent(), Absent()
+        if self.image_autoencoder:
             ae = ConvImageAE(m.image_size, m.ae_latent_dim)
-            self.encoder, self.decoder = ae.encoder, ae.decoder
+            encoder, decoder = ae.encoder, ae.decoder
         else:
-            bb = m.backbone
-            self.backbone = FeatureExtractor(bb.name, bb.layers, bb.weights, m.image_size, bb.pool, bb.standardize)
-            channels, side = self.backbone.out_channels, m.image_size // bb.pool
+            backbone = FeatureExtractor(
+                bb.name, bb.layers, bb.weights, image_size=m.image_size, pool=bb.pool, standardize=bb.standardize
+            )
+            channels, side = backbone.out_channels, cfg.fm_size
             if m.arch == "block_c_cnn":
                 cae = FeatureCAE(channels, m.cae_latent_dim)
-                self.encoder, self.decoder = cae.encoder, cae.decoder
+                encoder, decoder = cae.encoder, cae.decoder
             else:  # haloae, block_c_only
-                self.encoder = HaloNetEncoder(channels, cfg)
-                self.decoder = HaloNetDecoder(self.encoder.out_channels, channels, side, cfg)
+                encoder = HaloNetEncoder(channels, cfg)
+                decoder = HaloNetDecoder(encoder.out_channels, channels, side, cfg)
             if m.image_decoder:
-                self.image_decoder = ImageDecoder(channels, m.image_decoder_widths, bb.pool, m.image_decoder_final_relu)
+                image_decoder = ImageDecoder(
+                    channels, widths=m.image_decoder_widths, upscale=bb.pool, final_relu=m.image_decoder_final_relu
+                )
             if m.classifier:
-                flat = 3 * m.image_size**2 if m.image_decoder else channels * side**2
-                self.classifier = nn.Linear(flat, 2)
+                classifier = Classifier(3 * m.image_size**2 if m.image_decoder else channels * side**2)
+        # registration order = parameters() order, which the optimiser states of checkpoints follow
+        self.encoder, self.decoder = encoder, decoder
+        self.backbone, self.image_decoder, self.classifier = backbone, image_decoder, classifier
         self.init_weights()
+
+    @property
+    def has_backbone(self) -> bool:
+        """Whether the model computes a feature map fm (all but the image auto-encoders)."""
+        return not isinstance(self.backbone, Absent)
 
     def init_weights(self) -> None:
         """As the original ``initialize_weights``: kaiming normal (fan_in) on every conv, transposed
         conv and linear of blocks C and D (attention projections included), zero biases, BN (1, 0).
         The classifier keeps PyTorch's default init, as the original (it is not in that call)."""
         for part in (self.encoder, self.decoder, self.image_decoder):
-            if part is None:
-                continue
             for module in part.modules():
                 if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
                     nn.init.kaiming_normal_(module.weight)
@@ -266,30 +315,24 @@ class HaloAE(nn.Module):
                     nn.init.ones_(module.weight)
                     nn.init.zeros_(module.bias)
 
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        """fm for a batch of images (frozen backbone, no grad); cacheable by callers."""
-        if self.backbone is None:
-            return images
+    def features(self, images: torch.Tensor) -> torch.Tensor | None:
+        """fm for a batch of images (frozen backbone, no grad; cacheable by callers); None for
+        the image auto-encoders, which have no feature map."""
         return self.backbone(images)
 
     def forward(self, images: torch.Tensor, fm: torch.Tensor | None = None) -> HaloAEOutput:
         """``images`` (B, 3, S, S); pass ``fm`` when the frozen features are already computed."""
-        if self.arch in ("ae_l2", "ae_ssim"):
+        if self.image_autoencoder:  # AE-L2 / AE-SSIM reconstruct the image itself
             code = self.encoder(images)
             return HaloAEOutput(None, code, None, self.decoder(code), None)
         fm = self.features(images) if fm is None else fm
         code = self.encoder(fm)
         fm_hat = self.decoder(code)
-        im_hat = self.image_decoder(fm_hat) if self.image_decoder is not None else None
-        logits = None
-        if self.classifier is not None:
-            logits = self.classifier(torch.flatten(im_hat if im_hat is not None else fm_hat, 1))
+        im_hat = self.image_decoder(fm_hat)
+        logits = self.classifier(im_hat if self.classifies_image else fm_hat)
         return HaloAEOutput(fm, code, fm_hat, im_hat, logits)
 
 
 def count_parameters(module: nn.Module, trainable: bool = True) -> int:
+    """Parameters of a module (0 for an ``Absent`` part): trainable ones, or all with ``trainable=False``."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable)
-
-
-def build_model(cfg: HaloAEConfig) -> HaloAE:
-    return HaloAE(cfg)

@@ -34,12 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from haloae.config import HaloAEConfig
 from haloae.losses import gaussian_window
 from haloae.model import HaloAEOutput
+from haloae.vocab import DEFAULT_SCORING as DEFAULT_SCORING  # the scoring evaluation reports unprefixed
 
 SCORINGS = ("cls", "aim_norm_filter", "afm", "afm_norm", "afm_norm_filter")
-DEFAULT_SCORING = "afm_norm_filter"
 SCORING_LABELS = {
     "cls": "L_cls",
     "aim_norm_filter": "A_im_N+filter",
@@ -48,7 +47,6 @@ SCORING_LABELS = {
     "afm_norm_filter": "A_fm_N+filter",
 }
 MAP_SCORINGS = tuple(s for s in SCORINGS if s != "cls")
-NORMALISED_SCORINGS = ("aim_norm_filter", "afm_norm", "afm_norm_filter")
 
 
 class ScoredBatch(NamedTuple):
@@ -127,10 +125,6 @@ class AnomalyScorer(nn.Module):
         # (1, 1, h, w) once fitted; a NaN scalar means "not fitted"
         self.register_buffer("mean_fm_map", torch.tensor(float("nan")))
         self.register_buffer("mean_im_map", torch.tensor(float("nan")))
-
-    @classmethod
-    def from_config(cls, cfg: HaloAEConfig) -> AnomalyScorer:
-        return cls(cfg.model.image_size)
 
     @property
     def fm_fitted(self) -> bool:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 import click
@@ -16,21 +17,36 @@ import click
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a field of the definition, e.g. storage=/data/sweeps.")
 def sweep(spec_path: str, dry_run: bool, resume: bool, address: str | None, overrides: tuple[str, ...]) -> None:
     """Run the sweep defined in SPEC.yaml with Ray Tune, recorded in MLflow."""
-    from sweeps.spec import load_spec
+    from sweeps.loading import load_spec
 
     spec = load_spec(spec_path, list(overrides))
     if dry_run:
         from sweeps.cost import estimate, format_trials
-        from sweeps.runner import prepare
+        from sweeps.tracking import check_reachable
+        from sweeps.trials import check_resources, validate_trials
 
         click.echo(format_trials(spec))
         click.echo(str(estimate(spec)))
-        prepare(spec)  # after the estimate: a paper sweep's GPU-hours print even where its data is absent
-        click.echo("dry run: every trial's configuration and the data are valid; Ray was not started")
+        validate_trials(spec)  # after the estimate: a paper sweep's GPU-hours print even where its data is absent
+        warning = check_resources(spec, address)
+        check_reachable(spec.tracking_uri(), spec.where())
+        if warning:
+            click.echo(warning, err=True)
+        click.echo("dry run: every trial's configuration and the data are valid; Ray was not started; nothing was written")
         return
-    from sweeps.runner import run_sweep
+    from sweeps.runner import loopback_ray, run_sweep
+    from sweeps.signals import SweepInterrupted
 
-    outcome = run_sweep(spec, resume=resume, address=address)
+    loopback_ray(address)
+    try:
+        outcome = run_sweep(spec, resume=resume, address=address)
+    except SweepInterrupted as exc:
+        click.echo(
+            f"sweep {spec.name}: {exc}; its trials were stopped and their MLflow runs ended KILLED; "
+            f"continue it with: haloae sweep {shlex.join([spec_path, *(f'--set={o}' for o in overrides)])} --resume",
+            err=True,
+        )
+        sys.exit(exc.exit_code)
     click.echo(outcome.summary())
     if outcome.failed:
         sys.exit(1)

@@ -3,12 +3,18 @@
 
 Decoding and resizing a category (and synthesising its validation anomalies) costs seconds to
 minutes; a sweep runs tens of trials per category. The first trial on a node builds
-``haloae.train.prepare_data`` once and saves it; the others ``torch.load(..., mmap=True)`` it: the
-tensors are memory-mapped, so concurrent trials on the node share one copy in the page cache
-instead of each holding (or unpickling) its own. The key covers everything the data depends on
-(the folder, its file list and sizes, image size, split seed, validation fraction, CutPaste), so a
+``haloae.category_data.prepare_data`` once and saves it as tensors and plain values
+(``CategoryData.to_state``) with ``haloae.checkpoint.save_checkpoint``; the others read it with
+``read_checkpoint(..., mmap=True)``: a ``weights_only`` load (no pickled objects, so no code runs),
+its sha256 verified, the tensors memory-mapped so that concurrent trials on the node share one
+copy in the page cache. The entry holds its key, which covers everything the data depends on (the
+folder, its file list and sizes, image size, split seed, validation fraction, CutPaste), so a
 changed dataset or knob never reads a stale entry. A file lock keeps two trials from building the
 same entry at once.
+
+The folder is the user's own: ``$HALOAE_DATA_CACHE`` or ``<tmp>/haloae-data-cache-<uid>``,
+created with mode 0700; one owned by someone else, or writable by group or others, is refused
+(``DataCacheError``), since whoever can write there chooses the data a trial trains on.
 """
 
 from __future__ import annotations
@@ -16,16 +22,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 
-import torch
 from filelock import FileLock
 
+from haloae.category_data import CategoryData, prepare_data
+from haloae.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from haloae.config import HaloAEConfig
-from haloae.train import CategoryData, prepare_data
+from haloae.errors import InputError
+from haloae.vocab import ENV_DATA_CACHE
 
-DEFAULT_DIR = Path(tempfile.gettempdir()) / "haloae-data-cache"
+DEFAULT_DIR = Path(tempfile.gettempdir()) / f"haloae-data-cache-{os.getuid()}"
+FORMAT = 2  # 1: pickled CategoryData objects in a shared folder
+
+
+class DataCacheError(InputError):
+    """The cache folder is not private to the user, or an entry is damaged; the message names it."""
 
 
 def cache_key(cfg: HaloAEConfig, data_root: str | Path, category: str) -> str:
@@ -42,23 +56,44 @@ def cache_key(cfg: HaloAEConfig, data_root: str | Path, category: str) -> str:
         "seed": cfg.train.seed,
         "val_fraction": cfg.train.val_fraction,
         "cutpaste": repr(cfg.cutpaste),
-        "format": 1,
+        "format": FORMAT,
     }
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def private_dir(cache_dir: str | Path | None = None) -> Path:
+    """The cache folder (``cache_dir``, else ``$HALOAE_DATA_CACHE``, else ``DEFAULT_DIR``), created
+    with mode 0700 if absent; ``DataCacheError`` if it is a link, not a folder, someone else's, or
+    writable by group or others."""
+    directory = Path(cache_dir or os.environ.get(ENV_DATA_CACHE) or DEFAULT_DIR)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = os.lstat(directory)
+    fix = f"use a private folder of yours (set {ENV_DATA_CACHE})"
+    if not stat.S_ISDIR(info.st_mode):
+        raise DataCacheError(f"{directory}: the data cache must be a folder, not a link or a file; {fix}")
+    if info.st_uid != os.getuid():
+        raise DataCacheError(f"{directory}: the data cache folder belongs to uid {info.st_uid}, not to you; {fix}")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        mode = oct(stat.S_IMODE(info.st_mode))
+        raise DataCacheError(f"{directory}: the data cache folder is writable by others (mode {mode}); chmod 700 it or {fix}")
+    return directory
 
 
 def cached_category_data(
     cfg: HaloAEConfig, data_root: str | Path, category: str, cache_dir: str | Path | None = None
 ) -> CategoryData:
     """``prepare_data(cfg, data_root, category)``, built once per node and memory-mapped after."""
-    directory = Path(cache_dir or os.environ.get("HALOAE_DATA_CACHE", DEFAULT_DIR))
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{category}-{cache_key(cfg, data_root, category)}.pt"
+    key = cache_key(cfg, data_root, category)
+    path = private_dir(cache_dir) / f"{category}-{key[:24]}.pt"
     with FileLock(str(path) + ".lock"):
         if not path.is_file():
             data = prepare_data(cfg, data_root, category)
-            tmp = path.with_suffix(".tmp")
-            torch.save(data, tmp)
-            os.replace(tmp, path)
+            save_checkpoint({"key": key, "data": data.to_state()}, path)
             return data
-    return torch.load(path, mmap=True, weights_only=False)
+    try:
+        entry = read_checkpoint(path, keys=("key", "data"), mmap=True)
+    except CheckpointError as exc:
+        raise DataCacheError(f"{exc}; remove it to rebuild the entry") from exc
+    if entry["key"] != key:
+        raise DataCacheError(f"{path}: a data cache entry for other data (key {entry['key'][:24]}); remove it to rebuild")
+    return CategoryData.from_state(entry["data"], cfg)

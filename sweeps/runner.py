@@ -1,11 +1,14 @@
 # SPDX-License-Identifier: Apache-2.0
 """Run a sweep definition with Ray Tune: searcher, scheduler, resources, resume, summary.
 
-    load_spec -> prepare (synthetic data, validate every trial config and the data: no Ray yet)
-    -> ray.init(address) -> MLflow parent run -> Tuner (or Tuner.restore on --resume)
+    load_spec -> validate every trial config and the data; the tracking store answers (no writes)
+    -> the sweep lock (one run per sweep folder) -> "already ran?" -> synthetic data
+    -> ray.init(address) -> cluster checks -> MLflow parent run -> Tuner (or Tuner.restore on --resume)
     -> tuner.fit() -> reconcile MLflow (no RUNNING runs left) -> summary
 
-The sweep directory ``<storage>/<name>/`` holds spec.yaml, mlflow.db (default tracking store),
+SIGINT/SIGTERM stop the trials (``sweeps.signals``): their runs and the parent run end KILLED and
+``SweepInterrupted`` carries the exit code; ``--resume`` continues the sweep. The sweep directory
+``<storage>/<name>/`` holds spec.yaml, .lock (while running), mlflow.db (default tracking store),
 optuna.db (optuna search) and ray/ (the Tune experiment that --resume restores).
 """
 
@@ -13,20 +16,25 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
+import sys
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweeps.spec import SpecError, SweepSpec, validate_trials
+from haloae.vocab import ENV_DATA_CACHE, ENV_INJECT_FAULT, ENV_TRACKING_URI, QUIET_ENV, SWEEP_RAY_DIR, SWEEP_SPEC_FILE
+from sweeps.errors import SpecError
+from sweeps.lock import SweepLock
+from sweeps.schema import SweepSpec
+from sweeps.signals import StopSignals, SweepInterrupted
+from sweeps.trials import check_resources, validate_trials
 
-EXPERIMENT_DIR = "ray"  # <sweep_dir>/ray: Tune's experiment folder
-QUIET_ENV = {
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "RAY_AIR_NEW_OUTPUT": "0",  # the classic progress table (CLIReporter)
-}
+LOCAL_HOST = "127.0.0.1"  # the host of the URLs the summary prints
+# Ray's single-machine mode (its default on macOS/Windows): node IP 127.0.0.1, so that every
+# socket of the Ray this driver starts (GCS, raylet, workers, agents, metrics ports) is on loopback.
+# Ray reads it when it is first imported: set by ``loopback_ray`` before that.
+RAY_SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 @dataclass
@@ -77,44 +85,69 @@ class SweepOutcome:
             lines.append("  trials per Ray node: " + ", ".join(f"{n[:12]}={k}" for n, k in sorted(nodes.items())))
         lines.append(f"MLflow: {spec.tracking_uri()}  experiment {spec.experiment_name()!r}")
         if spec.tracking_uri().startswith("sqlite:"):
-            lines.append(f"  open the UI: mlflow ui --backend-store-uri {spec.tracking_uri()} --port 5000  -> http://127.0.0.1:5000")
+            lines.append(
+                f"  open the UI: mlflow ui --backend-store-uri {spec.tracking_uri()} --host {LOCAL_HOST} --port 5000"
+                f"  -> http://{LOCAL_HOST}:5000"
+            )
         return "\n".join(lines)
 
 
-def prepare(spec: SweepSpec) -> list[dict[str, Any]]:
-    """Everything that can fail before Ray starts: synthetic data, data folders, trial configs."""
-    if spec.data.synthetic is not None:
-        from haloae.synth import generate
+def generate_data(spec: SweepSpec) -> None:
+    """Write the synthetic dataset's missing categories (every ``data.synthetic`` field) under
+    ``<sweep_dir>/data``; nothing for ``data.root``."""
+    synthetic = spec.data.synthetic
+    if synthetic is None:
+        return
+    from haloae.synth import generate
 
-        root = spec.data_root()
-        missing = [c for c in spec.categories() if not (root / c).is_dir()]
-        if missing:
-            s = spec.data.synthetic
-            generate(root, categories=missing, size=s.size, seed=s.seed)
-    return validate_trials(spec)
+    root = spec.data_root()
+    missing = [c for c in spec.categories() if not (root / c).is_dir()]
+    if missing:
+        generate(root, **{**synthetic.generate_kwargs(), "categories": missing})
+
+
+def prepare(spec: SweepSpec) -> list[dict[str, Any]]:
+    """The trial configs (validated, with the data: no Ray) and the synthetic data generated."""
+    trials = validate_trials(spec)
+    generate_data(spec)
+    return trials
 
 
 def experiment_path(spec: SweepSpec) -> str:
-    return f"{str(spec.sweep_dir()).rstrip('/')}/{EXPERIMENT_DIR}"
+    return f"{str(spec.sweep_dir()).rstrip('/')}/{SWEEP_RAY_DIR}"
 
 
 def _init_ray(address: str | None, spec: SweepSpec) -> None:
     import ray
 
-    env = {**QUIET_ENV, "MLFLOW_TRACKING_URI": spec.tracking_uri()}
+    env = {**QUIET_ENV, ENV_TRACKING_URI: spec.tracking_uri()}
     for key, value in env.items():
         os.environ.setdefault(key, value)
     if ray.is_initialized():
         return
-    runtime_env = {"env_vars": {k: os.environ[k] for k in (*env, "HALOAE_INJECT_FAULT", "HALOAE_DATA_CACHE") if k in os.environ}}
-    if address in (None, "local"):
+    passed = (*env, ENV_INJECT_FAULT, ENV_DATA_CACHE)
+    runtime_env = {"env_vars": {k: os.environ[k] for k in passed if k in os.environ}}
+    if _own_cluster(address):
         ray.init(address="local", include_dashboard=False, runtime_env=runtime_env, log_to_driver=True)
     else:
         ray.init(address=address, runtime_env=runtime_env)
 
 
+def loopback_ray(address: str | None) -> None:
+    """Before Ray is imported: a Ray this process starts itself listens on 127.0.0.1 only (its
+    sockets would otherwise listen on every interface). A cluster (``--address``) is left alone."""
+    if _own_cluster(address):
+        os.environ.setdefault(RAY_SINGLE_MACHINE_ENV, "0")
+
+
+def _own_cluster(address: str | None) -> bool:
+    """The driver starts its own one-machine Ray (no ``--address``, or ``local``)."""
+    return address in (None, "local")
+
+
 def _search(spec: SweepSpec):
-    """(search_alg, param_space) for the spec's algorithm."""
+    """(search_alg, param_space) for the spec's algorithm; each honours ``max_concurrent_trials``
+    itself (Tune ignores TuneConfig's for a search algorithm passed in)."""
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from sweeps.space import optuna_define_by_run, optuna_sampler, study_name, tune_param_space
@@ -136,7 +169,8 @@ def _search(spec: SweepSpec):
         if spec.max_concurrent_trials:
             searcher = ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent_trials)
         return searcher, {}
-    return BasicVariantGenerator(random_state=spec.search.seed), tune_param_space(spec)
+    generator = BasicVariantGenerator(random_state=spec.search.seed, max_concurrent=spec.max_concurrent_trials or 0)
+    return generator, tune_param_space(spec)
 
 
 def _scheduler(spec: SweepSpec):
@@ -178,67 +212,106 @@ def build_trainable(spec: SweepSpec, parent_run_id: str):
     return tune.with_resources(tune.with_parameters(run_trial, spec=spec, parent_run_id=parent_run_id), resources)
 
 
-def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None) -> SweepOutcome:
-    """Run (or resume) the sweep to completion and return its outcome."""
+def _tuner(spec: SweepSpec, trainable, restorable: bool):
     from ray import tune
 
+    if restorable:
+        return tune.Tuner.restore(experiment_path(spec), trainable, resume_unfinished=True, resume_errored=True)
+    search_alg, param_space = _search(spec)
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=spec.objective.metric,
+            mode=spec.objective.mode,
+            search_alg=search_alg,
+            scheduler=_scheduler(spec),
+            num_samples=spec.search.num_samples,
+            reuse_actors=True,  # a trial process imports torch once, not once per trial
+        ),
+        run_config=tune.RunConfig(
+            name=SWEEP_RAY_DIR,
+            storage_path=str(spec.sweep_dir()),
+            failure_config=tune.FailureConfig(max_failures=spec.retries),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            verbose=1,
+            progress_reporter=_progress_table(spec),
+        ),
+    )
+
+
+def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None) -> SweepOutcome:
+    """Run (or resume) the sweep to completion and return its outcome.
+
+    Raises ``SweepLockedError`` while another process runs it, ``SweepInterrupted`` on SIGINT/SIGTERM."""
     from sweeps import tracking
 
-    prepare(spec)
-    sweep_dir = Path(str(spec.sweep_dir()))
-    exp_path = experiment_path(spec)
-    restorable = tune.Tuner.can_restore(exp_path)
+    validate_trials(spec)
+    if _own_cluster(address):  # a trial larger than this machine: refused before anything is written
+        check_resources(spec, address)
+    tracking.check_reachable(spec.tracking_uri(), spec.where())
+    lock = SweepLock(spec.sweep_dir(), spec.name) if spec.local_storage() else None
+    with lock or nullcontext():
+        if lock is not None and lock.took_over:
+            print(f"note: took over the stale lock of {lock.took_over} (that process is gone)", file=sys.stderr)
+        return _run_locked(spec, resume, address)
+
+
+def _run_locked(spec: SweepSpec, resume: bool, address: str | None) -> SweepOutcome:
+    from ray import tune
+
+    restorable = tune.Tuner.can_restore(experiment_path(spec))
     if restorable and not resume:
         raise SpecError(
-            f"{spec.source or spec.name}: name: sweep {spec.name!r} already ran in {sweep_dir}; "
+            f"{spec.where()}: name: sweep {spec.name!r} already ran in {spec.sweep_dir()}; "
             "use --resume to continue it, or another name/storage"
         )
+    generate_data(spec)
     _init_ray(address, spec)
+    with StopSignals() as stop:  # after ray.init: Ray's core worker installs a SIGTERM handler that aborts
+        return _run_on_ray(spec, address, restorable, stop)
+
+
+def _run_on_ray(spec: SweepSpec, address: str | None, restorable: bool, stop: StopSignals) -> SweepOutcome:
+    from sweeps import stores, tracking
+    from sweeps.preflight import check_schedulable, check_shared_storage
+
     check_shared_storage(spec)
-    if not str(spec.sweep_dir()).startswith("s3://"):
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        spec_path = sweep_dir / "spec.yaml"
+    check_schedulable(spec, _own_cluster(address))
+    stores.warn_over_capacity(spec)
+    spec_path = None
+    if spec.local_storage():
+        spec_path = Path(spec.sweep_dir()) / SWEEP_SPEC_FILE
         spec_path.write_text(spec.yaml_text)
-    else:
-        spec_path = None
     varied = sorted(spec.search.space) + (["variant"] if len(spec.variants) > 1 else [])
     parent = tracking.ensure_parent_run(
         spec.tracking_uri(), spec.experiment_name(), spec.name, spec.sha256(), spec_path, varied,
         tracking.artifact_location(spec.tracking_uri(), spec.sweep_dir()) if spec.local_storage() else None,
     )
-    trainable = build_trainable(spec, parent)
-    if restorable:
-        tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=True)
-    else:
-        search_alg, param_space = _search(spec)
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space,
-            tune_config=tune.TuneConfig(
-                metric=spec.objective.metric,
-                mode=spec.objective.mode,
-                search_alg=search_alg,
-                scheduler=_scheduler(spec),
-                num_samples=spec.search.num_samples,
-                max_concurrent_trials=spec.max_concurrent_trials,
-                reuse_actors=True,  # a trial process imports torch once, not once per trial
-            ),
-            run_config=tune.RunConfig(
-                name=EXPERIMENT_DIR,
-                storage_path=str(spec.sweep_dir()),
-                failure_config=tune.FailureConfig(max_failures=spec.retries),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                verbose=1,
-                progress_reporter=_progress_table(spec),
-            ),
-        )
-    results = tuner.fit()
+    tuner = _tuner(spec, build_trainable(spec, parent), restorable)
+    try:
+        with stop.fitting():
+            results = tuner.fit()
+    except SweepInterrupted as exc:  # a second signal: no graceful stop, but no run left RUNNING either
+        _end_interrupted(spec, parent, exc.signal_name, {})
+        raise
     outcome = _outcome(spec, results, parent)
     errors = {t.trial_id: t.error for t in outcome.trials if t.status == "ERROR"}
+    if stop.received is not None:
+        interrupted = SweepInterrupted(stop.received)
+        _end_interrupted(spec, parent, interrupted.signal_name, errors)
+        raise interrupted
     stopped = [t.trial_id for t in outcome.trials if t.status == "STOPPED"]
     tracking.reconcile(spec.tracking_uri(), spec.experiment_name(), spec.name, errors, stopped)
     tracking.finish_parent_run(spec.tracking_uri(), parent, len(errors))
     return outcome
+
+
+def _end_interrupted(spec: SweepSpec, parent: str, signal_name: str, errors: dict[str, str]) -> None:
+    from sweeps import tracking
+
+    tracking.reconcile(spec.tracking_uri(), spec.experiment_name(), spec.name, errors, (), interrupted_by=signal_name)
+    tracking.finish_parent_run(spec.tracking_uri(), parent, len(errors), status="KILLED")
 
 
 def _outcome(spec: SweepSpec, results, parent: str) -> SweepOutcome:
@@ -270,50 +343,3 @@ def _root_cause(error: BaseException) -> str:
         if ":" in line and not line.startswith(" "):
             return line
     return text[-1] if text else type(error).__name__
-
-
-def check_shared_storage(spec: SweepSpec) -> None:
-    """On a multi-node cluster, a local storage path must be visible to every node (NFS).
-
-    A path only the head sees makes Ray fail mid-sweep; here a marker file written by the driver is
-    looked for by a task pinned to each alive node, and a node that cannot see it is a one-line
-    error at start.
-    """
-    import ray
-
-    storage = str(spec.sweep_dir())
-    if "://" in storage:
-        return
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    if len(nodes) <= 1:
-        return
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    marker = Path(storage) / ".shared-storage-check"
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    token = os.urandom(8).hex()
-    marker.write_text(token)
-
-    @ray.remote(num_cpus=0)
-    def sees(path: str) -> str:
-        try:
-            return Path(path).read_text()
-        except OSError:
-            return ""
-
-    refs = [
-        sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(str(marker))
-        for n in nodes
-    ]
-    blind = [n["NodeManagerAddress"] for n, seen in zip(nodes, ray.get(refs, timeout=120), strict=True) if seen != token]
-    marker.unlink(missing_ok=True)
-    if blind:
-        raise SpecError(
-            f"{spec.source or spec.name}: storage: {storage} is local to the driver's machine but this cluster "
-            f"has {len(nodes)} nodes and {', '.join(blind)} cannot see it; use a shared path (NFS) or s3://"
-        )
-
-
-def remove_sweep(spec: SweepSpec) -> None:
-    """Delete a local sweep directory (tests, --fresh)."""
-    shutil.rmtree(str(spec.sweep_dir()), ignore_errors=True)

@@ -2,7 +2,7 @@
 """A sweep definition as a searcher's space: Ray Tune's ``param_space`` or Optuna's define-by-run.
 
 Trial parameters keep the names of the definition everywhere: ``variant``, ``category``, ``seed``
-and dotted config keys (``model.block_size``, ``loss.alpha.cls.c``); ``sweeps.spec.build_config``
+and dotted config keys (``model.block_size``, ``loss.alpha.cls.c``); ``sweeps.trials.build_config``
 turns one trial's parameters back into its ``HaloAEConfig``.
 
 - grid / random: ``tune_param_space`` (grid and, for grid search, choice domains as
@@ -20,7 +20,9 @@ from typing import Any
 
 import optuna
 
-from sweeps.spec import Domain, SweepSpec, encode_choice, enumerated_keys, search_domains
+from sweeps.domain import Domain
+from sweeps.schema import SweepSpec
+from sweeps.trials import encode_choice, enumerated_keys, search_domains
 
 
 def tune_param_space(spec: SweepSpec) -> dict[str, Any]:

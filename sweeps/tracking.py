@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,14 +31,75 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from haloae.config import HaloAEConfig
+from haloae.errors import InputError
+from haloae.vocab import (
+    ALPHA_PLOT_FILE,
+    BEST_ARTIFACT,
+    BEST_FILE,
+    CONFIG_FILE,
+    METRICS_FILE,
+    OVERLAYS_DIR,
+    ROLE_PARENT,
+    ROLE_TRIAL,
+    TAG_CATEGORY,
+    TAG_DATA_ROOT,
+    TAG_ERROR,
+    TAG_FAILED_TRIALS,
+    TAG_NODE_ID,
+    TAG_NODE_IDS,
+    TAG_PARENT_RUN,
+    TAG_ROLE,
+    TAG_SEED,
+    TAG_SPEC_SHA256,
+    TAG_STOPPED_BY,
+    TAG_SWEEP,
+    TAG_TRIAL_ID,
+    TAG_VARIANT,
+    TAG_VARIED,
+)
+from sweeps import stores
 
-ROLE = "haloae.role"
-PARENT, TRIAL = "parent", "trial"
 MAX_PARAM_LENGTH = 6000  # MLflow 3 limit on a param value
+SERVER_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "mssql": 1433}  # default per scheme
+CONNECT_TIMEOUT_S = 5.0
+
+
+class TrackingUnreachableError(InputError):
+    """The tracking server or database does not answer."""
+
+
+def check_reachable(tracking_uri: str, where: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """A tracking server or database that does not answer is one line within ``timeout``, before
+    anything runs (MLflow's own client retries for minutes). An http(s) server must answer its
+    ``/health`` (401/403: it is there, behind authentication); a database must accept a connection.
+    Local stores are not checked."""
+    parts = urllib.parse.urlsplit(tracking_uri)
+    scheme = parts.scheme.split("+")[0]  # postgresql+psycopg2 -> postgresql
+    if scheme not in SERVER_PORTS or not parts.hostname:
+        return
+    port = parts.port or SERVER_PORTS[scheme]
+    shown = f"{where}: mlflow.tracking_uri: {scheme}://{parts.hostname}:{port}"  # never the password of the URI
+    try:
+        if scheme in ("http", "https"):
+            health = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/health", "", ""))
+            urllib.request.urlopen(health, timeout=timeout).close()  # noqa: S310 - http(s) only, checked above
+        else:
+            socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except urllib.error.HTTPError as exc:
+        if exc.code not in (401, 403):
+            raise TrackingUnreachableError(
+                f"{shown} answers HTTP {exc.code} on /health: is it an MLflow tracking server?"
+            ) from None
+    except (OSError, urllib.error.URLError) as exc:
+        reason = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__
+        raise TrackingUnreachableError(
+            f"{shown} does not answer ({reason}); start the tracking server or correct the URI"
+        ) from None
 
 
 def client(tracking_uri: str) -> MlflowClient:
-    return MlflowClient(tracking_uri=tracking_uri)
+    """A writer's client; a sqlite store opened for concurrent trials (``sweeps.stores``)."""
+    return MlflowClient(tracking_uri=stores.store_uri(tracking_uri))
 
 
 def artifact_location(tracking_uri: str, sweep_dir: str | Path) -> str | None:
@@ -85,24 +150,25 @@ def ensure_parent_run(
     Creates the experiment (with ``artifacts`` as its artifact location) before any trial runs."""
     mlf = client(tracking_uri)
     exp_id = experiment_id(mlf, experiment, artifacts)
-    found = find_runs(mlf, exp_id, {"sweep": sweep, ROLE: PARENT})
+    found = find_runs(mlf, exp_id, {TAG_SWEEP: sweep, TAG_ROLE: ROLE_PARENT})
     if found:
         run_id = found[0].info.run_id
         mlf.update_run(run_id, status="RUNNING")
     else:
-        tags = {"sweep": sweep, ROLE: PARENT, "spec_sha256": spec_sha256, "haloae.varied": ",".join(varied)}
+        tags = {TAG_SWEEP: sweep, TAG_ROLE: ROLE_PARENT, TAG_SPEC_SHA256: spec_sha256, TAG_VARIED: ",".join(varied)}
         run_id = mlf.create_run(exp_id, tags=tags, run_name=sweep).info.run_id
     if spec_path is not None and spec_path.is_file():
         mlf.log_artifact(run_id, str(spec_path))
-    if found and found[0].data.tags.get("spec_sha256") != spec_sha256:
-        mlf.set_tag(run_id, "spec_sha256", spec_sha256)  # resumed with an edited definition: record it
+    if found and found[0].data.tags.get(TAG_SPEC_SHA256) != spec_sha256:
+        mlf.set_tag(run_id, TAG_SPEC_SHA256, spec_sha256)  # resumed with an edited definition: record it
     return run_id
 
 
-def finish_parent_run(tracking_uri: str, run_id: str, failed: int) -> None:
+def finish_parent_run(tracking_uri: str, run_id: str, failed: int, status: str = "FINISHED") -> None:
+    """The parent run ends FINISHED, or KILLED when the sweep was interrupted (``--resume`` reopens it)."""
     mlf = client(tracking_uri)
-    mlf.set_tag(run_id, "failed_trials", str(failed))
-    mlf.set_terminated(run_id, status="FINISHED")
+    mlf.set_tag(run_id, TAG_FAILED_TRIALS, str(failed))
+    mlf.set_terminated(run_id, status=status)
 
 
 def _params(cfg: HaloAEConfig) -> list[Param]:
@@ -141,27 +207,25 @@ class TrialRun:
         seed: int,
         cfg: HaloAEConfig,
         data_root: str,
-        run_name: str | None = None,
     ) -> None:
         self.mlf = client(tracking_uri)
         exp_id = experiment_id(self.mlf, experiment)
-        key = {"sweep": sweep, "trial_id": trial_id, "category": category, "seed": str(seed), ROLE: TRIAL}
+        key = {TAG_SWEEP: sweep, TAG_TRIAL_ID: trial_id, TAG_CATEGORY: category, TAG_SEED: str(seed), TAG_ROLE: ROLE_TRIAL}
         found = find_runs(self.mlf, exp_id, key)
         if found:
             self.run_id = found[0].info.run_id
-            self.resumed = True
             self.mlf.update_run(self.run_id, status="RUNNING")
-            self.mlf.set_tag(self.run_id, "error", "")
+            for tag in {TAG_ERROR, TAG_STOPPED_BY} & set(found[0].data.tags):  # how its last attempt ended
+                self.mlf.delete_tag(self.run_id, tag)
         else:
             tags = {
                 **key,
-                "variant": cfg.variant,
-                "data_root": data_root,
-                "mlflow.parentRunId": parent_run_id,
+                TAG_VARIANT: cfg.variant,
+                TAG_DATA_ROOT: data_root,
+                TAG_PARENT_RUN: parent_run_id,
             }
-            run = self.mlf.create_run(exp_id, tags=tags, run_name=run_name or f"{trial_id}-{category}-s{seed}")
+            run = self.mlf.create_run(exp_id, tags=tags, run_name=f"{trial_id}-{category}-s{seed}")
             self.run_id = run.info.run_id
-            self.resumed = False
             # params are immutable in MLflow: logged once, at creation (in batches of 100)
             params = _params(cfg)
             for i in range(0, len(params), 100):
@@ -169,10 +233,10 @@ class TrialRun:
 
     def tag_node(self, node_id: str) -> None:
         """The Ray node of this attempt (``ray.node_id``; earlier attempts' nodes in ``ray.node_ids``)."""
-        previous = self.mlf.get_run(self.run_id).data.tags.get("ray.node_ids", "")
+        previous = self.mlf.get_run(self.run_id).data.tags.get(TAG_NODE_IDS, "")
         nodes = [n for n in previous.split(",") if n] + [node_id]
-        self.mlf.set_tag(self.run_id, "ray.node_id", node_id)
-        self.mlf.set_tag(self.run_id, "ray.node_ids", ",".join(nodes))
+        self.mlf.set_tag(self.run_id, TAG_NODE_ID, node_id)
+        self.mlf.set_tag(self.run_id, TAG_NODE_IDS, ",".join(nodes))
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, Any]) -> None:
         batch = _metrics(metrics, epoch)
@@ -185,19 +249,19 @@ class TrialRun:
 
         best = int(metrics.get("best_epoch", 0))
         self.log_epoch(best, metrics)
-        (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=list))
-        plot_alpha_schedule(cfg, out_dir / "alpha_schedule.png")
-        for name in ("config.json", "metrics.json", "alpha_schedule.png"):
+        (out_dir / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2, default=list))
+        plot_alpha_schedule(cfg, out_dir / ALPHA_PLOT_FILE)
+        for name in (CONFIG_FILE, METRICS_FILE, ALPHA_PLOT_FILE):
             if (out_dir / name).is_file():
                 self.mlf.log_artifact(self.run_id, str(out_dir / name))
-        if (out_dir / "overlays").is_dir():
-            self.mlf.log_artifacts(self.run_id, str(out_dir / "overlays"), "overlays")
-        if (out_dir / "best.pt").is_file():
-            self.mlf.log_artifact(self.run_id, str(out_dir / "best.pt"), "checkpoint")
+        if (out_dir / OVERLAYS_DIR).is_dir():
+            self.mlf.log_artifacts(self.run_id, str(out_dir / OVERLAYS_DIR), OVERLAYS_DIR)
+        if (out_dir / BEST_FILE).is_file():
+            self.mlf.log_artifact(self.run_id, str(out_dir / BEST_FILE), BEST_ARTIFACT.rpartition("/")[0])
         self.mlf.set_terminated(self.run_id, status="FINISHED")
 
     def fail(self, reason: str) -> None:
-        self.mlf.set_tag(self.run_id, "error", one_line(reason))
+        self.mlf.set_tag(self.run_id, TAG_ERROR, one_line(reason))
         self.mlf.set_terminated(self.run_id, status="FAILED")
 
 
@@ -206,13 +270,22 @@ def one_line(text: str, limit: int = 500) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def reconcile(tracking_uri: str, experiment: str, sweep: str, errors: Mapping[str, str], stopped: Iterable[str]) -> dict[str, int]:
+def reconcile(
+    tracking_uri: str,
+    experiment: str,
+    sweep: str,
+    errors: Mapping[str, str],
+    stopped: Iterable[str],
+    interrupted_by: str = "",
+) -> dict[str, int]:
     """After the Tuner returns: no child run of the sweep stays RUNNING.
 
     ``errors`` maps trial ids that ended in error to their reason (their runs become FAILED with
     the reason, if the trial could not say so itself, e.g. its process was killed); trials in
     ``stopped`` were stopped early by the scheduler (ASHA): their runs become KILLED with tag
-    ``stopped_by=scheduler``. Returns the count per final status change.
+    ``stopped_by=scheduler``. ``interrupted_by`` (a signal name): the sweep was stopped, and every
+    other run still RUNNING becomes KILLED with ``stopped_by=<signal>``. Returns the count per
+    final status change.
     """
     mlf = client(tracking_uri)
     exp = mlf.get_experiment_by_name(experiment)
@@ -220,16 +293,16 @@ def reconcile(tracking_uri: str, experiment: str, sweep: str, errors: Mapping[st
     if exp is None:
         return counts
     stopped = set(stopped)
-    for run in find_runs(mlf, exp.experiment_id, {"sweep": sweep, ROLE: TRIAL}):
-        trial_id = run.data.tags.get("trial_id", "")
+    for run in find_runs(mlf, exp.experiment_id, {TAG_SWEEP: sweep, TAG_ROLE: ROLE_TRIAL}):
+        trial_id = run.data.tags.get(TAG_TRIAL_ID, "")
         if run.info.status != "RUNNING":
             continue
         if trial_id in errors:
-            mlf.set_tag(run.info.run_id, "error", one_line(errors[trial_id]))
+            mlf.set_tag(run.info.run_id, TAG_ERROR, one_line(errors[trial_id]))
             mlf.set_terminated(run.info.run_id, status="FAILED")
             counts["FAILED"] += 1
-        elif trial_id in stopped:
-            mlf.set_tag(run.info.run_id, "stopped_by", "scheduler")
+        elif trial_id in stopped or interrupted_by:
+            mlf.set_tag(run.info.run_id, TAG_STOPPED_BY, "scheduler" if trial_id in stopped else interrupted_by)
             mlf.set_terminated(run.info.run_id, status="KILLED")
             counts["KILLED"] += 1
     return counts

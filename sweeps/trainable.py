@@ -26,12 +26,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from haloae.train import BEST, CHECKPOINT, finish, fit_epochs, pick_device
+from haloae.train import finish, fit_epochs, pick_device
+from haloae.vocab import BEST_FILE, CHECKPOINT_FILE, ENV_INJECT_FAULT
 from sweeps.datacache import cached_category_data
-from sweeps.spec import SweepSpec, build_config
+from sweeps.schema import SweepSpec
 from sweeps.tracking import TrialRun
-
-FAULT_ENV = "HALOAE_INJECT_FAULT"  # tests: "epoch=<n>,marker=<path>" raises once at that epoch
+from sweeps.trials import build_config
 
 
 def trial_units(spec: SweepSpec, params: dict[str, Any]) -> list[tuple[str, int]]:
@@ -66,7 +66,7 @@ def _limit_resources(spec: SweepSpec) -> None:
 
 
 def _maybe_inject_fault(epoch: int) -> None:
-    rule = os.environ.get(FAULT_ENV)
+    rule = os.environ.get(ENV_INJECT_FAULT)
     if not rule:
         return
     fields = dict(part.split("=", 1) for part in rule.split(","))
@@ -74,7 +74,7 @@ def _maybe_inject_fault(epoch: int) -> None:
     if epoch == int(fields["epoch"]) and not marker.exists():
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text("injected")
-        raise FloatingPointError(f"non-finite training loss nan at epoch {epoch} (injected by {FAULT_ENV})")
+        raise FloatingPointError(f"non-finite training loss nan at epoch {epoch} (injected by {ENV_INJECT_FAULT})")
 
 
 def _trial_identity() -> tuple[str, Path]:
@@ -118,7 +118,7 @@ def run_trial(config: dict[str, Any], spec: SweepSpec, parent_run_id: str) -> No
 
     try:
         _train(spec, units, work)
-    except BaseException as exc:
+    except Exception as exc:  # not KeyboardInterrupt: a stopped sweep ends its runs KILLED (sweeps.signals)
         reason = f"{type(exc).__name__}: {exc}"
         for *_, run in units:
             run.fail(reason)
@@ -127,7 +127,8 @@ def run_trial(config: dict[str, Any], spec: SweepSpec, parent_run_id: str) -> No
 
 def _train(spec: SweepSpec, units: list, work: Path) -> None:
     epochs = units[0][0].train.epochs
-    loops = [fit_epochs(cfg, data, out, resume=True, progress=False) for cfg, data, out, _ in units]
+    objective = {"objective": spec.objective.metric, "mode": spec.objective.mode}  # what best.pt is best by
+    loops = [fit_epochs(cfg, data, out, resume=True, progress=False, **objective) for cfg, data, out, _ in units]
     reported = False
     for loop_items in zip(*loops, strict=True):
         epoch = loop_items[0][0]
@@ -168,7 +169,7 @@ def _report(metrics: dict[str, float], units: list) -> None:
         for _, _, out, _ in units:
             dest = Path(tmp) / out.name
             dest.mkdir()
-            for name in (CHECKPOINT, BEST):
+            for name in (CHECKPOINT_FILE, BEST_FILE):
                 if (out / name).is_file():
                     shutil.copy2(out / name, dest / name)
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))

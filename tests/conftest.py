@@ -1,14 +1,29 @@
 # SPDX-License-Identifier: Apache-2.0
+"""Session settings for every test: two torch threads (the machine is shared), and the ``device``
+fixture: ``cpu`` unless ``TORCH_DEVICE`` names another (``TORCH_DEVICE=cuda pytest tests/test_model.py``
+runs the device-agnostic model and loss tests on a GPU, as timm's tests do)."""
+
 import os
 
 import pytest
 import torch
 
-# CPU by default, as timm's tests; TORCH_DEVICE=cuda runs the same tests on a GPU
-DEVICE = os.environ.get("TORCH_DEVICE", "cpu")
+from haloae.vocab import ENV_TORCH_DEVICE
+
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+DEVICE = os.environ.get(ENV_TORCH_DEVICE, "cpu")
 
 
-@pytest.fixture
-def device() -> str:
-    return DEVICE
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        device = torch.device(DEVICE)
+    except RuntimeError as exc:
+        raise pytest.UsageError(f"{ENV_TORCH_DEVICE}={DEVICE}: not a torch device ({exc})") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        # asked for the GPU: running the tests on the CPU instead would report a GPU run that never happened
+        raise pytest.UsageError(f"{ENV_TORCH_DEVICE}={DEVICE}: no CUDA device is available")
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    return torch.device(DEVICE)

@@ -1,13 +1,14 @@
 # SPDX-License-Identifier: Apache-2.0
 """Export the best run per category and use it: bundle, registry URI, a served model, ``haloae predict``.
 
-The MLflow data comes from a real small sweep (``conftest_analysis.real_sweep``): every score is
-compared with the trial's own evaluation (``haloae.train.evaluate`` of its logged checkpoint) on
+The MLflow data comes from a real small sweep (``tests.helpers.analysis.real_sweep``): every score is
+compared with the trial's own evaluation (``haloae.evaluation.evaluate`` of its logged checkpoint) on
 the same images.
 """
 
 import base64
 import csv
+import io
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -23,14 +25,16 @@ import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest_analysis import real_sweep
 
 from analysis.export import ALIAS, f1_threshold
 from analysis.runs import client_for, load_runs
 from haloae.bundle import load_bundle
+from haloae.category_data import prepare_data
+from haloae.checkpoint import load_checkpoint
 from haloae.cli import main
+from haloae.evaluation import evaluate
 from haloae.scoring import DEFAULT_SCORING
-from haloae.train import evaluate, load_checkpoint, prepare_data
+from tests.helpers.analysis import real_sweep
 
 CATEGORY = "synth_disc"
 MODEL = f"haloae-{CATEGORY}"
@@ -78,6 +82,7 @@ def test_f1_threshold_by_hand():
     assert threshold == pytest.approx(0.15) and f1 == pytest.approx(0.8)  # flag 0.2, 0.3, 0.4: P 2/3, R 1
 
 
+@pytest.mark.slow
 def test_export_picks_the_best_validation_run_and_sets_the_champion(sweep):
     logged, bundle, output = sweep
     info = json.loads((bundle / "bundle.json").read_text())
@@ -93,6 +98,7 @@ def test_export_picks_the_best_validation_run_and_sets_the_champion(sweep):
     assert export_run.data.tags["mlflow.parentRunId"] == logged.parent_run_id
 
 
+@pytest.mark.slow
 def test_threshold_is_the_f1_cut_on_the_validation_set(sweep):
     logged, bundle, _ = sweep
     predictor = load_bundle(bundle)
@@ -108,6 +114,7 @@ def test_threshold_is_the_f1_cut_on_the_validation_set(sweep):
     assert predictor.info["threshold_method"].startswith("max F1 on the validation set")
 
 
+@pytest.mark.slow
 def test_bundle_and_registry_model_give_the_trials_scores(sweep):
     import mlflow
 
@@ -117,15 +124,19 @@ def test_bundle_and_registry_model_give_the_trials_scores(sweep):
     torch.testing.assert_close(result.scores, expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(result.maps, expected_maps, atol=1e-5, rtol=0)
 
-    from analysis.pyfunc_model import decode_map, encode_image
-
     model = mlflow.pyfunc.load_model(URI)
-    served = model.predict(pd.DataFrame({"image": [encode_image(p) for p in paths]}))
+    served = model.predict(pd.DataFrame({"image": [_base64(p) for p in paths]}))
     np.testing.assert_allclose(served["score"].to_numpy(), expected.numpy(), atol=1e-5, rtol=0)
     assert served["decision"].tolist() == result.decisions.tolist()
-    np.testing.assert_allclose(decode_map(served["map"][0]), expected_maps[0].numpy(), atol=1e-5, rtol=0)
-    by_path = model.predict(pd.DataFrame({"path": [str(p) for p in paths]}))
-    np.testing.assert_allclose(by_path["score"].to_numpy(), expected.numpy(), atol=1e-5, rtol=0)
+    served_map = np.load(io.BytesIO(base64.b64decode(served["map"][0])), allow_pickle=False)  # the column's .npy format
+    np.testing.assert_allclose(served_map, expected_maps[0].numpy(), atol=1e-5, rtol=0)
+    with pytest.raises(mlflow.exceptions.MlflowException, match=r"missing inputs \['image'\]"):  # no file names
+        model.predict(pd.DataFrame({"path": ["/etc/passwd"]}))
+
+
+def _base64(path: Path) -> str:
+    """An image file as a client sends it to the served model (its ``image`` column)."""
+    return base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
 def _free_port() -> int:
@@ -134,6 +145,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_served_champion_answers_http_with_the_bundles_scores(sweep):
     logged, bundle, _ = sweep
     images = _test_images(logged)[:3]
@@ -154,17 +166,23 @@ def test_served_champion_answers_http_with_the_bundles_scores(sweep):
                 assert server.poll() is None, server.stderr.read().decode()[-2000:]
                 assert time.monotonic() < deadline, "the model server did not answer /ping within 90 s"
                 time.sleep(0.5)
-        rows = [[base64.b64encode(p.read_bytes()).decode()] for p in images]
+        rows = [[_base64(p)] for p in images]
         body = json.dumps({"dataframe_split": {"columns": ["image"], "data": rows}}).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=30) as response:
             predictions = json.loads(response.read())["predictions"]
+        by_path = json.dumps({"dataframe_split": {"columns": ["path"], "data": [["/etc/passwd"]]}}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", by_path, {"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:  # the server reads no file a request names
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 400 and "root:" not in refused.value.read().decode()
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # the server's own process group: it and its uvicorn worker
         server.wait(timeout=30)
     np.testing.assert_allclose([p["score"] for p in predictions], expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["bundle", "registry"])
 def test_predict_writes_overlays_and_csv_and_skips_a_corrupt_image(sweep, tmp_path, source):
     logged, bundle, _ = sweep
@@ -189,6 +207,7 @@ def test_predict_writes_overlays_and_csv_and_skips_a_corrupt_image(sweep, tmp_pa
     assert sorted(out.glob("*_overlay.png")) == sorted(overlays)
 
 
+@pytest.mark.slow
 def test_overlay_figure_of_a_real_run(sweep, tmp_path):
     from analysis.figures import make_figures
 
@@ -199,12 +218,15 @@ def test_overlay_figure_of_a_real_run(sweep, tmp_path):
     assert {p.name for p in paths} >= {f"overlays_{chosen.run_id[:8]}.png", f"alpha_{chosen.run_id[:8]}.png"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--sweep", "nope"], "unknown sweep 'nope'"),
         (["--sweep", "real", "--categories", "synth_nope"], "unknown category synth_nope"),
         (["--sweep", "real", "--objective", "test/image_auroc"], "must be a validation metric"),
+        (["--sweep", "real", "--objective", "val/image_aurc"], "did you mean val/image_auroc?"),
+        (["--sweep", "real", "--categories", "synth_dsc"], "did you mean synth_disc?"),
     ],
 )
 def test_bad_export_requests_are_one_line_errors(sweep, tmp_path, args, message):
@@ -215,6 +237,7 @@ def test_bad_export_requests_are_one_line_errors(sweep, tmp_path, args, message)
     assert len(errors) == 1 and message in errors[0]
 
 
+@pytest.mark.slow
 def test_a_second_export_moves_the_champion_to_a_new_version(sweep, tmp_path):
     logged, _, _ = sweep
     client = client_for(logged.tracking_uri)

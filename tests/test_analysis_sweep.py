@@ -10,15 +10,15 @@ import csv
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest_analysis import real_sweep
-from test_analysis_tables import _assert_stat, _best, _group
 
 from analysis import tables
 from analysis.paper import PAPER_CSV
 from analysis.runs import load_runs
 from haloae.cli import main
-from haloae.variants import VARIANTS
+from haloae.presets import VARIANTS
+from tests.helpers.analysis import assert_stat, best_flags, group_by_hand, real_sweep
 
+pytestmark = pytest.mark.slow  # a real sweep on local Ray
 VARIANT_NAMES = ("haloae", "equal_weights")
 CATEGORIES = ("synth_brick", "synth_disc")  # a texture and an object
 
@@ -33,12 +33,12 @@ def test_table3_cells_equal_the_raw_runs_by_hand(sweep):
     table = tables.table3(load_runs("real", tracking_uri=sweep.tracking_uri), "test", with_paper=True)
     members = {"Mean Text.": ["synth_brick"], "Mean Obj.": ["synth_disc"], "Mean": list(CATEGORIES)}
     for column in table.columns:
-        expected = [_group(sweep.trials, v, members[column], "test/image_auroc") for v in VARIANT_NAMES]
+        expected = [group_by_hand(sweep.trials, v, members[column], "test/image_auroc") for v in VARIANT_NAMES]
         for v, exp in zip(VARIANT_NAMES, expected, strict=True):
             stat = table.cell(VARIANTS[v].label, column).stats[0]
-            _assert_stat(stat, exp)
+            assert_stat(stat, exp)
             assert stat.n == 2
-        assert [table.cell(VARIANTS[v].label, column).best[0] for v in VARIANT_NAMES] == _best([e[0] for e in expected])
+        assert [table.cell(VARIANTS[v].label, column).best[0] for v in VARIANT_NAMES] == best_flags([e[0] for e in expected])
 
 
 def test_table2_cells_are_seed_means_and_stds_of_the_raw_runs(sweep):

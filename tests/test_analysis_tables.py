@@ -1,16 +1,15 @@
 # SPDX-License-Identifier: Apache-2.0
 """Runs -> tidy frame -> paper-style tables and figures; every cell checked against a hand computation
-from the raw values written to MLflow (``conftest_analysis``)."""
+from the raw values written to MLflow (``tests.helpers.analysis``)."""
 
 import csv
-import math
+import re
 import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest_analysis import BEST_EPOCH, FAKE_CATEGORIES, FAKE_VARIANTS, fake_trials, grid_trials, log_sweep
 from PIL import Image
 
 from analysis import render, tables
@@ -18,19 +17,35 @@ from analysis.figures import make_figures
 from analysis.paper import PAPER_CSV
 from analysis.runs import RunsWarning, SweepQueryError, client_for, load_runs, select
 from haloae.cli import main
+from haloae.presets import VARIANTS
 from haloae.scoring import SCORING_LABELS
-from haloae.variants import VARIANTS
+from tests.helpers.analysis import (
+    BEST_EPOCH,
+    FAKE_CATEGORIES,
+    FAKE_VARIANTS,
+    assert_stat,
+    best_flags,
+    cell_by_hand,
+    fake_trials,
+    grid_trials,
+    group_by_hand,
+    log_sweep,
+)
+
+ALPHA_C = {"loss.alpha.cls.c": (3.0, 5.0), "loss.alpha.fm.c": (2.0, 4.0)}
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """One sqlite store: sweep "fake" (variants x categories x seeds, one FAILED, one RUNNING) in
-    <storage>/fake/mlflow.db, and sweep "grid" (block x halo) and "notag" (no haloae.varied) in it too."""
+    <storage>/fake/mlflow.db, and in it too sweeps "grid" (block x halo), "alpha_c" (two knobs whose
+    keys end alike: loss.alpha.cls.c x loss.alpha.fm.c) and "notag" (no haloae.varied)."""
     storage = tmp_path_factory.mktemp("sweeps")
     fake = log_sweep(storage, "fake", fake_trials(), "variant")
     grid = log_sweep(storage, "grid", grid_trials(), "model.block_size,model.halo_size", tracking_uri=fake.tracking_uri)
     notag = log_sweep(storage, "notag", fake_trials(categories=("synth_disc",), seeds=(0,)), None, tracking_uri=fake.tracking_uri)
-    return fake, grid, notag
+    alpha_c = log_sweep(storage, "alpha_c", grid_trials(ALPHA_C, seeds=(0,)), ",".join(ALPHA_C), tracking_uri=fake.tracking_uri)
+    return fake, grid, notag, alpha_c
 
 
 @pytest.fixture(scope="module")
@@ -38,35 +53,6 @@ def runs(store):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RunsWarning)
         return load_runs("fake", storage=store[0].storage)
-
-
-# ---------------------------------------------------------------------- by hand, from the raw trials
-def _values(trials, variant, category, key):
-    """seed -> value of the FINISHED trials."""
-    return {t.seed: t.final[key] for t in trials if t.status == "FINISHED" and t.cfg.variant == variant and t.category == category and key in t.final}
-
-
-def _cell(trials, variant, category, key):
-    v = list(_values(trials, variant, category, key).values())
-    return np.mean(v), (np.std(v, ddof=1) if len(v) > 1 else math.nan), len(v)
-
-
-def _group(trials, variant, categories, key):
-    per_cat = [_values(trials, variant, c, key) for c in categories]
-    seeds = sorted(set.intersection(*(set(p) for p in per_cat)))
-    per_seed = [np.mean([p[s] for p in per_cat]) for s in seeds]
-    return np.mean([np.mean(list(p.values())) for p in per_cat]), np.std(per_seed, ddof=1), len(seeds)
-
-
-def _assert_stat(stat, expected):
-    mean, std, n = expected
-    assert stat.mean == pytest.approx(mean, abs=1e-12) and stat.n == n
-    assert (math.isnan(stat.std) and math.isnan(std)) or stat.std == pytest.approx(std, abs=1e-12)
-
-
-def _best(values):
-    shown = [round(100 * v, 1) for v in values]
-    return [s == max(shown) for s in shown]
 
 
 # ---------------------------------------------------------------------- the frame
@@ -106,10 +92,14 @@ def test_knobs_are_typed_and_found_without_the_varied_tag(store):
 
 
 def test_unknown_sweep_lists_the_sweeps_found(store):
-    with pytest.raises(SweepQueryError, match=r"unknown sweep 'nope'.*sweeps found: fake, grid, notag"):
+    with pytest.raises(SweepQueryError, match=r"unknown sweep 'nope'.*sweeps found: alpha_c, fake, grid, notag"):
         load_runs("nope", tracking_uri=store[0].tracking_uri)
     with pytest.raises(SweepQueryError, match=r"sweeps under .*: fake"):
         load_runs("nope", storage=store[0].storage)
+    with pytest.raises(SweepQueryError, match=r"unknown sweep 'fak'.*did you mean fake\?"):
+        load_runs("fak", tracking_uri=store[0].tracking_uri)
+    with pytest.raises(SweepQueryError, match=r"unknown sweep 'fak'.*did you mean fake\?"):
+        load_runs("fak", storage=store[0].storage)
 
 
 # ---------------------------------------------------------------------- the tables
@@ -124,10 +114,10 @@ def test_table2_cells_means_and_bold(runs, store, split):
     for row in table.rows:
         for i, metric in enumerate(("image_auroc", "pixel_auroc")):
             key = f"{split}/{metric}"
-            expected = [_group(trials, v, groups[row], key) if row in groups else _cell(trials, v, row, key) for v in FAKE_VARIANTS]
+            expected = [group_by_hand(trials, v, groups[row], key) if row in groups else cell_by_hand(trials, v, row, key) for v in FAKE_VARIANTS]
             for label, exp in zip(labels, expected, strict=True):
-                _assert_stat(table.cell(row, label).stats[i], exp)
-            assert [table.cell(row, label).best[i] for label in labels] == _best([e[0] for e in expected])  # best of the row
+                assert_stat(table.cell(row, label).stats[i], exp)
+            assert [table.cell(row, label).best[i] for label in labels] == best_flags([e[0] for e in expected])  # best of the row
 
 
 def test_table3_cells_bold_and_paper_values(runs, store):
@@ -139,12 +129,12 @@ def test_table3_cells_bold_and_paper_values(runs, store):
     paper = {(r["row"], r["category"]): (r["image_auroc"], r["pixel_auroc"]) for r in csv.DictReader(l for l in PAPER_CSV.read_text().splitlines() if not l.startswith("#"))}
     paper_columns = {"Mean Text.": "mean_texture", "Mean Obj.": "mean_object", "Mean": "mean"}
     for column in table.columns:
-        expected = [_group(trials, v, members[column], "test/image_auroc") for v in FAKE_VARIANTS]
+        expected = [group_by_hand(trials, v, members[column], "test/image_auroc") for v in FAKE_VARIANTS]
         for v, exp in zip(FAKE_VARIANTS, expected, strict=True):
             cell = table.cell(VARIANTS[v].label, column)
-            _assert_stat(cell.stats[0], exp)
+            assert_stat(cell.stats[0], exp)
             assert cell.paper == paper[(VARIANTS[v].paper_row, paper_columns[column])]
-        assert [table.cell(VARIANTS[v].label, column).best[0] for v in FAKE_VARIANTS] == _best([e[0] for e in expected])
+        assert [table.cell(VARIANTS[v].label, column).best[0] for v in FAKE_VARIANTS] == best_flags([e[0] for e in expected])
 
 
 def test_table3_paper_cli_shows_the_csv_values_exactly(store):
@@ -165,10 +155,10 @@ def test_table_s1_scorings_by_category(runs, store):
     assert first.rows == list(SCORING_LABELS.values())
     scorings = list(SCORING_LABELS)
     for category in FAKE_CATEGORIES:
-        expected = [_cell(trials, "haloae", category, f"test/{s}/image_auroc") for s in scorings]
+        expected = [cell_by_hand(trials, "haloae", category, f"test/{s}/image_auroc") for s in scorings]
         for s, exp in zip(scorings, expected, strict=True):
-            _assert_stat(first.cell(SCORING_LABELS[s], category).stats[0], exp)
-        assert [first.cell(SCORING_LABELS[s], category).best[0] for s in scorings] == _best([e[0] for e in expected])
+            assert_stat(first.cell(SCORING_LABELS[s], category).stats[0], exp)
+        assert [first.cell(SCORING_LABELS[s], category).best[0] for s in scorings] == best_flags([e[0] for e in expected])
     assert first.cell("L_cls", "synth_disc").stats[1] is None  # the classifier has no map
 
 
@@ -182,10 +172,18 @@ def test_pivot_of_two_knobs(store):
         for b in (1, 2, 3):
             values = [t.final["test/image_auroc"] for t in trials if t.cfg.model.block_size == b and t.cfg.model.halo_size == h]
             expected.append((np.mean(values), np.std(values, ddof=1), len(values)))
-            _assert_stat(table.cell(str(b), str(h)).stats[0], expected[-1])
-        assert [table.cell(str(b), str(h)).best[0] for b in (1, 2, 3)] == _best([e[0] for e in expected])
+            assert_stat(table.cell(str(b), str(h)).stats[0], expected[-1])
+        assert [table.cell(str(b), str(h)).best[0] for b in (1, 2, 3)] == best_flags([e[0] for e in expected])
     with pytest.raises(SweepQueryError, match="unknown knob"):
         tables.pivot(grid, "model.block_size", "model.dim_head")
+
+
+def test_knobs_whose_keys_end_alike_are_labelled_by_their_full_keys(store):
+    result = CliRunner().invoke(main, ["tables", "--sweep", "alpha_c", "--tracking-uri", store[0].tracking_uri, "--table", "table3"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split(" | ")[0].lstrip("| ") for line in result.output.splitlines() if line.startswith("| ")][1:]  # after the header
+    assert rows == [f"loss.alpha.cls.c={cls}, loss.alpha.fm.c={fm}" for cls in (3.0, 5.0) for fm in (2.0, 4.0)]
+    assert not re.search(r"(^|[\s,|])c=", result.output)  # no bare c= that both knobs would share
 
 
 def test_where_filters_and_pivot_refuses_mixed_knobs(runs):
@@ -219,6 +217,10 @@ def test_renderers_share_one_cell_model(runs):
         (["--sweep", "fake", "--split", "train"], "--split: unknown 'train'"),
         (["--sweep", "fake", "--table", "pivot", "--pivot", "model.block_size"], "--pivot: give two knobs"),
         (["--sweep", "fake", "--table", "pivot", "--pivot", "variant,model.block_size"], "unknown knob 'model.block_size'"),
+        (["--sweep", "fake", "--format", "late"], "--format: unknown 'late'; did you mean latex?"),
+        (["--sweep", "fake", "--where", "variant"], "--where 'variant': expected KEY=VALUE"),
+        (["--sweep", "fake", "--where", "varaint=haloae"], "--where varaint: unknown column; did you mean variant?"),
+        (["--sweep", "fake", "--table", "pivot", "--pivot", "variant,seeds"], "unknown knob 'seeds'; did you mean seed?"),
     ],
 )
 def test_bad_table_requests_are_one_line_errors(store, args, message):

@@ -1,20 +1,38 @@
 # SPDX-License-Identifier: Apache-2.0
-"""haloae.bundle: a checkpoint as a self-contained folder that scores images as evaluation does."""
+"""haloae.bundle: a checkpoint as a self-contained folder that scores images as evaluation does,
+verified file by file, and never a verdict from a NaN score."""
 
+import hashlib
 import json
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest_analysis import synth_data, trained_trials
+from click.testing import CliRunner
 from PIL import Image
 
-from haloae.bundle import MANIFEST, BundleError, PredictResult, choose_scoring, load_bundle, read_image, save_bundle
+from haloae.bundle import (
+    MANIFEST,
+    SCORER,
+    WEIGHTS,
+    BundleError,
+    PredictResult,
+    choose_scoring,
+    load_bundle,
+    read_image,
+    save_bundle,
+)
+from haloae.category_data import prepare_data
+from haloae.checkpoint import load_checkpoint
+from haloae.cli import main
 from haloae.data import load_image
+from haloae.evaluation import evaluate
 from haloae.scoring import DEFAULT_SCORING
-from haloae.train import evaluate, load_checkpoint, prepare_data
+from tests.helpers.analysis import synth_data, trained_trials
+from tests.helpers.crafted import DAMAGES, damage, write_code_pickle
 
 CATEGORY = "synth_disc"
 
@@ -100,3 +118,64 @@ def test_loads_and_predicts_without_mlflow_or_ray(trained, bundle_dir):
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def _copy(bundle_dir, tmp_path):
+    return shutil.copytree(bundle_dir, tmp_path / "bundle")
+
+
+def _rehash(folder):
+    """Record the files' current sha256 in bundle.json, as a consistent (if hostile) bundle would."""
+    info = json.loads((folder / MANIFEST).read_text())
+    info["files"] = {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in (WEIGHTS, SCORER)}
+    (folder / MANIFEST).write_text(json.dumps(info))
+
+
+def test_manifest_records_the_sha256_of_each_file(bundle_dir):
+    files = json.loads((bundle_dir / MANIFEST).read_text())["files"]
+    assert files == {name: hashlib.sha256((bundle_dir / name).read_bytes()).hexdigest() for name in (WEIGHTS, SCORER)}
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_damaged_weights_are_refused_naming_the_file(bundle_dir, tmp_path, how):
+    folder = _copy(bundle_dir, tmp_path)
+    damage(folder / WEIGHTS, how)
+    with pytest.raises(BundleError) as err:
+        load_bundle(folder)
+    assert str(err.value) == f"{folder / WEIGHTS}: corrupted (its sha256 differs from the one in {MANIFEST})"
+
+
+def test_a_crafted_weights_file_is_refused_even_with_a_matching_sha256(bundle_dir, tmp_path):
+    folder, marker = _copy(bundle_dir, tmp_path), tmp_path / "pwned"
+    write_code_pickle(folder / WEIGHTS, marker)
+    _rehash(folder)
+    with pytest.raises(BundleError, match=f"^{folder / WEIGHTS}: refused: it holds a pickled object"):
+        load_bundle(folder)
+    assert not marker.exists()
+
+
+def test_predict_exits_2_on_corrupted_weights_and_on_nan_scores(trained, bundle_dir, tmp_path):
+    """Before: ``score nan normal`` with exit 0. Now one line and exit 2, both for damaged bytes and
+    for intact NaN weights (a diverged model), and no predictions.csv."""
+    root, _ = trained
+    image = str(next((root / CATEGORY / "test" / "good").glob("*.png")))
+    folder = _copy(bundle_dir, tmp_path)
+    damage(folder / WEIGHTS, "overwritten")
+    for expected in (f"{folder / WEIGHTS}: corrupted", "non-finite"):
+        result = CliRunner().invoke(main, ["predict", "--model", str(folder), image, "--out", str(tmp_path / "pred")])
+        assert result.exit_code == 2, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: ") and expected in lines[0], result.stderr
+        assert not (tmp_path / "pred" / "predictions.csv").exists()
+        state = torch.load(bundle_dir / WEIGHTS, weights_only=True)  # then: intact bytes, NaN weights
+        torch.save({k: v.float().fill_(float("nan")) if v.is_floating_point() else v for k, v in state.items()}, folder / WEIGHTS)
+        _rehash(folder)
+
+
+def test_a_bundle_of_an_older_haloae_is_refused_with_what_to_do(bundle_dir, tmp_path):
+    folder = _copy(bundle_dir, tmp_path)
+    info = json.loads((folder / MANIFEST).read_text())
+    info.update(version=1, files={"weights": WEIGHTS, "scorer": SCORER})
+    (folder / MANIFEST).write_text(json.dumps(info))
+    with pytest.raises(BundleError, match="v1, expected 'haloae-bundle' v2 .an older haloae's, without checksums: export it again"):
+        load_bundle(folder)

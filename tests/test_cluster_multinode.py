@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
-"""A sweep across a real multi-node Ray cluster on loopback, logging to a real ``mlflow server``.
+"""A sweep across a real multi-node Ray cluster on loopback, logging to the cluster's MLflow server on PostgreSQL.
 
     ray start --head (0 CPUs: runs no trials, hosts the job driver and the dashboard)
     + two ``ray start --address`` worker nodes with 1 CPU each
-    + ``mlflow server`` (sqlite store, proxied artifacts) on a loopback port
+    + ``cluster/mlflow/start-server.sh`` (PostgreSQL store, basic auth, proxied artifacts) on a
+      loopback port, in a database of its own that is dropped at the end
     -> ``ray job submit -- haloae sweep SPEC --address auto`` (trials log to the server)
     -> trials run on both workers (node ids in Ray's results and on the MLflow runs)
     -> one worker's processes are SIGKILLed mid-sweep: its trials move to the other node and
@@ -24,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.sweeps_helpers import duplicates, epoch_steps, tiny_spec, trial_runs
+from tests.helpers.sweeps import duplicates, epoch_steps, tiny_spec, trial_runs
+from tests.helpers.tracking_server import database_exists, scratch_database, tracking_server
 from tests.test_sweep_resume import RAY, env, free_port, stop
 
 pytestmark = pytest.mark.slow
@@ -64,10 +66,21 @@ def http_ok(url: str) -> bool:
 
 
 @pytest.fixture
-def cluster(tmp_path):
+def tracking(tmp_path, monkeypatch):
+    """The cluster's MLflow server: start-server.sh on a PostgreSQL database of this test (dropped at
+    the end); this process and the Ray nodes it starts (so every trial) authenticate as its admin."""
+    with scratch_database("multinode") as db, tracking_server(tmp_path / "mlflow", db) as srv:
+        for key, value in srv.client_env().items():
+            monkeypatch.setenv(key, value)
+        yield srv.url
+    assert not database_exists(db)
+
+
+@pytest.fixture
+def cluster(tmp_path, tracking):
     """(ray address, dashboard url, mlflow url, {name: process}, {worker: node id}) of a 3-node loopback cluster."""
     procs: dict[str, subprocess.Popen] = {}
-    port, dash, mlflow_port = free_port(), free_port(), free_port()
+    port, dash = free_port(), free_port()
     address = f"127.0.0.1:{port}"
     common = ["--node-ip-address=127.0.0.1", "--num-gpus=0", "--disable-usage-stats", "--block"]
 
@@ -80,12 +93,7 @@ def cluster(tmp_path):
         procs["head"] = start(
             [RAY, "start", "--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=true",
              "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", *common, *own_ports()], tmp_path / "head.log")
-        procs["mlflow"] = start(
-            [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
-             f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "server-artifacts"),
-             "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1"], tmp_path / "mlflow.log")
-        logs = [tmp_path / "head.log", tmp_path / "mlflow.log"]
-        wait_for(lambda: len(alive_nodes(address)) == 1, "ray head", 120, [procs["head"]], logs[:1])
+        wait_for(lambda: len(alive_nodes(address)) == 1, "ray head", 120, [procs["head"]], [tmp_path / "head.log"])
         node_ids = {}
         for n, name in enumerate(("worker1", "worker2"), start=2):  # one at a time: 2 cores
             before = {node["NodeID"] for node in alive_nodes(address)}
@@ -93,12 +101,11 @@ def cluster(tmp_path):
                                 tmp_path / f"{name}.log")
             wait_for(lambda n=n: len(alive_nodes(address)) == n, name, 120, [procs[name]], [tmp_path / f"{name}.log"])
             node_ids[name] = ({node["NodeID"] for node in alive_nodes(address)} - before).pop()
-        mlflow_url = f"http://127.0.0.1:{mlflow_port}"
-        wait_for(lambda: http_ok(f"{mlflow_url}/health"), "mlflow server", 120, [procs["mlflow"]], logs[1:])
-        wait_for(lambda: http_ok(f"http://127.0.0.1:{dash}/api/version"), "ray dashboard", 120, [procs["head"]], logs[:1])
-        yield address, f"http://127.0.0.1:{dash}", mlflow_url, procs, node_ids
+        wait_for(lambda: http_ok(f"http://127.0.0.1:{dash}/api/version"), "ray dashboard", 120, [procs["head"]],
+                 [tmp_path / "head.log"])
+        yield address, f"http://127.0.0.1:{dash}", tracking, procs, node_ids
     finally:
-        for name in ("worker1", "worker2", "head", "mlflow"):
+        for name in ("worker1", "worker2", "head"):
             if name in procs:
                 stop(procs[name])
 

@@ -22,14 +22,13 @@ from haloae.data import (
     TrainDataset,
     denormalize,
     load_eval_set,
-    load_image,
-    load_mask,
     make_validation_set,
     normalize,
     scan_category,
     split_train_val,
 )
 from haloae.synth import generate
+from tests.test_images import corrupt_idat
 
 MVTEC_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "mvtec_ad"
 needs_bottle = pytest.mark.skipif(
@@ -138,6 +137,31 @@ def test_truncated_image(broken: Path) -> None:
     assert str(bad) in _error(broken)
 
 
+def test_broken_pixel_data_behind_valid_checksums(broken: Path) -> None:
+    bad = broken / CATEGORY / "test" / "good" / "001.png"
+    corrupt_idat(bad)
+    message = _error(broken)
+    assert str(bad) in message and "unreadable image" in message
+
+
+def test_unsupported_image_mode_is_named(broken: Path) -> None:
+    bad = broken / CATEGORY / "train" / "good" / "zz_depth.tif"
+    Image.fromarray(np.zeros((32, 32), dtype=np.float32)).save(bad)
+    message = _error(broken)
+    assert str(bad) in message and "unsupported image mode 'F'" in message
+
+
+def test_16bit_images_pass_the_check_and_load_as_their_8bit_version(synth_root: Path, tmp_path: Path) -> None:
+    shutil.copytree(synth_root / "synth_gravel", tmp_path / "synth_gravel")
+    image = tmp_path / "synth_gravel" / "test" / "good" / "000.png"
+    eight = load_eval_set(scan_category(synth_root, "synth_gravel").test[:1], 32).images
+    with Image.open(image) as gray:
+        Image.fromarray(np.asarray(gray).astype(np.uint16) * 257).save(image)  # 255 -> 65535
+    files = scan_category(tmp_path, "synth_gravel")
+    assert files.test[0].path == image
+    torch.testing.assert_close(load_eval_set(files.test[:1], 32).images, eight, atol=1 / 255, rtol=0)
+
+
 def test_image_mask_size_mismatch(broken: Path) -> None:
     mask = broken / CATEGORY / "ground_truth" / _defect_folder(broken).name / "001_mask.png"
     Image.new("L", (16, 16)).save(mask)
@@ -174,32 +198,7 @@ def test_missing_root(tmp_path: Path) -> None:
         scan_category(tmp_path / "nowhere", "bottle")
 
 
-# ---------------------------------------------------------------------- images and masks
-def test_grayscale_and_rgba_images_load_as_three_channels(tmp_path: Path) -> None:
-    gray = np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) % 256
-    Image.fromarray(gray.astype(np.uint8)).save(tmp_path / "gray.png")
-    Image.new("RGBA", (40, 40), (200, 100, 50, 128)).save(tmp_path / "rgba.png")
-    image = load_image(tmp_path / "gray.png", 32)
-    assert image.shape == (3, 32, 32) and image.dtype == torch.float32
-    assert torch.equal(image[0], image[1]) and torch.equal(image[1], image[2])
-    assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
-    rgba = load_image(tmp_path / "rgba.png", 16)
-    assert rgba.shape == (3, 16, 16)
-    assert torch.allclose(rgba[:, 0, 0], torch.tensor([200, 100, 50]) / 255.0)
-
-
-def test_masks_load_binary(tmp_path: Path) -> None:
-    mask = np.zeros((64, 64), dtype=np.uint8)
-    mask[10:30, 20:40] = 255
-    mask[0, 0] = 1  # any value > 0 is anomalous
-    Image.fromarray(mask).save(tmp_path / "m.png")
-    native = load_mask(tmp_path / "m.png", 64)
-    assert native.shape == (1, 64, 64) and native.sum() == 20 * 20 + 1
-    loaded = load_mask(tmp_path / "m.png", 32)  # nearest: no blended values
-    assert loaded.shape == (1, 32, 32) and set(loaded.unique().tolist()) == {0.0, 1.0}
-    assert loaded[0, 5:15, 10:20].sum() == 100
-
-
+# ---------------------------------------------------------------------- normalisation
 def test_normalize_roundtrip() -> None:
     images = torch.rand(2, 3, 8, 8)
     assert torch.allclose(denormalize(normalize(images)), images, atol=1e-6)

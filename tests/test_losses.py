@@ -16,7 +16,7 @@ from haloae.losses import (
     ssim,
 )
 from haloae.model import HaloAE, HaloAEOutput
-from haloae.variants import VARIANTS
+from haloae.presets import VARIANTS
 
 # original-code-notes.md: the authors' normalised (a1, a2, a3)
 ALPHA_TABLE = {
@@ -245,16 +245,16 @@ def test_reconstruction_kind_from_config():
 
 
 @pytest.mark.parametrize("variant", ["haloae", "ae_ssim"])  # every output kind; ~2 s each on 2 cores
-def test_loss_on_real_tiny_models(variant):
+def test_loss_on_real_tiny_models(variant, device):
     over = (
         {} if VARIANTS[variant].overrides.get("model.backbone.name") == "none" else {"model.backbone.weights": "random"}
     )
     cfg = HaloAEConfig.from_overrides("tiny", over, variant=variant)
     torch.manual_seed(0)
-    model, loss = HaloAE(cfg), HaloAELoss(cfg)
+    model, loss = HaloAE(cfg).to(device), HaloAELoss(cfg).to(device)
     n = 2
     views = 3 if cfg.cutpaste.enabled else 1
-    images = torch.randn(n * views, 3, cfg.model.image_size, cfg.model.image_size)
+    images = torch.randn(n * views, 3, cfg.model.image_size, cfg.model.image_size, device=device)
     total, logs = loss(model(images), images, n_originals=n, epoch=3)
     assert torch.isfinite(total)
     assert {f"loss_{t}" for t in cfg.loss.terms} <= set(logs)

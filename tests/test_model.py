@@ -2,9 +2,10 @@
 import pytest
 import torch
 
-from haloae.config import PRESETS, HaloAEConfig
-from haloae.model import HaloAE, HaloBottleneck, count_parameters
-from haloae.variants import VARIANTS
+from haloae.attention import HaloAttention
+from haloae.config import HaloAEConfig
+from haloae.model import Absent, HaloAE, HaloBottleneck, count_parameters
+from haloae.presets import PRESETS, VARIANTS
 
 ORIGINAL_TRAINABLE_PARAMETERS = 17.6e6  # original-code-notes.md: the authors' model built on CPU
 
@@ -42,27 +43,67 @@ def test_backbone_is_frozen_and_stays_in_eval_mode():
     assert model.encoder.training
 
 
+def _zero_gradient_parameters(model) -> set[str]:
+    return {n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)}
+
+
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_every_variant_runs_forward_and_backward(variant):
     over = {} if VARIANTS[variant].overrides.get("model.backbone.name") == "none" else {"model.backbone.weights": "random"}
     cfg = _tiny(variant, **over)
     model = HaloAE(cfg)
-    out = model(torch.randn(2, 3, cfg.model.image_size, cfg.model.image_size))
-    produced = [t for t in (out.fm_hat, out.im_hat, out.logits) if t is not None]
-    assert produced
-    sum(t.float().square().mean() for t in produced).backward()
-    grads = [p.grad for p in model.parameters() if p.requires_grad]
-    assert any(g is not None and g.abs().sum() > 0 for g in grads)
-    if cfg.model.arch in ("haloae", "block_c_only"):
-        assert out.code.shape[-1] == cfg.code_size if cfg.model.arch == "haloae" else True
+    images = torch.randn(2, 3, cfg.model.image_size, cfg.model.image_size)
+    out = model(images)
+    m = cfg.model
+    image_ae = m.arch in ("ae_l2", "ae_ssim")
+    # the outputs a variant has, and only those, are produced, with their shapes
+    assert (out.fm is None, out.fm_hat is None) == (image_ae, image_ae)
+    assert (out.im_hat is None) == (not m.image_decoder and not image_ae)
+    assert (out.logits is None) == (not m.classifier)
+    if not image_ae:
+        assert out.fm_hat.shape == out.fm.shape == (2, cfg.fm_channels, cfg.fm_size, cfg.fm_size)
+    if m.arch in ("haloae", "block_c_only"):
+        assert out.code.shape[-2:] == (cfg.code_size, cfg.code_size)
+    if out.im_hat is not None:
+        assert out.im_hat.shape == images.shape
+    if out.logits is not None:
+        assert out.logits.shape == (2, 2)
+    sum(t.float().square().mean() for t in (out.fm_hat, out.im_hat, out.logits) if t is not None).backward()
+    # every trainable parameter learns, except what the published (inverted-mask) attention starves
+    dead = _zero_gradient_parameters(model)
+    if m.attention == "legacy":
+        assert dead and all(n.split(".attn.")[-1] in ("to_q.weight", "rel_height", "rel_width") for n in dead), dead
+    else:
+        assert dead == set()
+
+
+@pytest.mark.parametrize("attention", ["halo", "legacy"])
+def test_working_attention_trains_q_k_and_position_tables_and_legacy_does_not(attention):
+    model = HaloAE(_tiny(**{"model.backbone.weights": "random", "model.attention": attention}))
+    out = model(torch.randn(2, 3, 32, 32))
+    (out.fm_hat.square().mean() + out.im_hat.square().mean() + out.logits.square().mean()).backward()
+    layers = [m for m in model.modules() if isinstance(m, HaloAttention)]
+    assert len(layers) == 4
+    for layer in layers:
+        inner = layer.heads * layer.dim_head
+        grads = {
+            "q": layer.to_q.weight.grad, "k": layer.to_kv.weight.grad[:inner], "v": layer.to_kv.weight.grad[inner:],
+            "rel_height": layer.rel_height.grad, "rel_width": layer.rel_width.grad, "out": layer.to_out.weight.grad,
+        }
+        starved = {"q", "k", "rel_height", "rel_width"} if attention == "legacy" else set()
+        for name, grad in grads.items():
+            if name in starved:
+                assert grad.abs().max() == 0, f"{attention} {name}: expected exactly zero gradient"
+            else:
+                assert grad.abs().sum() > 0, f"{attention} {name}: no gradient"
 
 
 @pytest.mark.parametrize("preset", [p for p in PRESETS if p not in ("paper", "paper_lean")])
-def test_small_presets_run_forward_and_backward(preset):
+def test_small_presets_run_forward_and_backward(preset, device):
     cfg = HaloAEConfig.from_overrides(preset, {"model.backbone.weights": "random"})
-    model = HaloAE(cfg)
+    model = HaloAE(cfg).to(device)
     s = cfg.model.image_size
-    out = model(torch.randn(2, 3, s, s))
+    out = model(torch.randn(2, 3, s, s, device=device))
     (out.fm_hat.square().mean() + out.im_hat.square().mean() + out.logits.square().mean()).backward()
     assert out.fm_hat.shape == out.fm.shape
 
@@ -93,3 +134,43 @@ def test_init_is_the_originals():
     assert attn.to_out.bias.abs().max() == 0
     bn = model.encoder.head[1]
     assert bn.weight.eq(1).all() and bn.bias.eq(0).all()
+
+
+@pytest.mark.parametrize(
+    "variant,absent",
+    [("fm_only", {"image_decoder", "classifier"}), ("cls_fm", {"image_decoder"}), ("ae_l2", {"backbone", "classifier", "image_decoder"})],
+)
+def test_parts_a_variant_lacks_are_absent(variant, absent):
+    over = {} if variant == "ae_l2" else {"model.backbone.weights": "random"}
+    model = HaloAE(_tiny(variant, **over))
+    parts = {"backbone", "image_decoder", "classifier"}
+    assert {p for p in parts if isinstance(getattr(model, p), Absent)} == absent
+    assert model.has_backbone == ("backbone" not in absent)
+    for part in absent:
+        assert count_parameters(getattr(model, part)) == 0
+        assert not any(key.startswith(part + ".") for key in model.state_dict())
+    assert (model.features(torch.randn(1, 3, 32, 32)) is None) == ("backbone" in absent)
+
+
+def test_classifier_keeps_the_originals_state_dict_keys():
+    keys = [k for k in HaloAE(_tiny(**{"model.backbone.weights": "random"})).state_dict() if k.startswith("classifier")]
+    assert keys == ["classifier.weight", "classifier.bias"]
+
+
+def test_bottleneck_takes_its_sizes_by_keyword():
+    with pytest.raises(TypeError):
+        HaloBottleneck(8, 8, 8, 3, 2)  # type: ignore[misc]
+    block = HaloBottleneck(8, 8, 8, kernel=3, heads=2, dim_head=4, block_size=2, halo_size=1)
+    assert block(torch.randn(1, 8, 4, 4)).shape == (1, 8, 4, 4)
+
+
+def test_summary_counts_an_absent_part_as_zero():
+    from click.testing import CliRunner
+
+    from haloae.cli import main
+
+    result = CliRunner().invoke(main, ["summary", "--preset", "tiny", "--variant", "fm_only"])
+    assert result.exit_code == 0, result.output
+    counts = {line.split()[0]: line.split()[-1] for line in result.output.splitlines()}
+    assert counts["im_hat"] == counts["logits"] == "-"
+    assert counts["image_decoder"] == counts["classifier"] == "0" and counts["encoder"] != "0"

@@ -19,9 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.spec import load_spec
-from tests.sweeps_helpers import QUIET, duplicates, epoch_steps, tiny_spec, trial_runs
+from haloae.vocab import QUIET_ENV as QUIET
+from sweeps.loading import load_spec
+from tests.helpers.sweeps import duplicates, epoch_steps, tiny_spec, trial_runs
 
+pytestmark = pytest.mark.slow  # a Ray head process, sweep drivers as processes
 HALOAE = [sys.executable, "-m", "haloae.cli"]
 RAY = str(Path(sys.executable).parent / "ray")  # the venv's CLI: the tests may run with the venv not on PATH
 TRIAL_DIR = re.compile(r"run_trial_([0-9a-f]+_\d+)_")
@@ -135,3 +137,59 @@ def test_driver_sigkill_then_resume_completes_without_restarts_or_duplicates(tmp
         if run.data.tags["trial_id"] in had_checkpoint:
             # resumed from its checkpoint: epoch 0 was trained once, not again after the kill
             assert steps.count(0) == 1, f"{run.data.tags['trial_id']} restarted from epoch 0: {steps}"
+
+
+def _parent_status(tracking_uri: str, experiment: str) -> str:
+    from mlflow.tracking import MlflowClient
+
+    from haloae.vocab import ROLE_PARENT, TAG_ROLE
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    (parent,) = client.search_runs([exp.experiment_id], f"tags.`{TAG_ROLE}` = '{ROLE_PARENT}'")
+    return parent.info.status
+
+
+def test_sigterm_stops_the_sweep_runs_end_killed_and_resume_finishes_it(tmp_path, ray_head):
+    path = tiny_spec(
+        tmp_path, "stopped",
+        search={"algorithm": "grid", "space": {"optim.lr": {"grid": [1e-3, 1e-2]}}},
+        objective={"metric": "val/image_auroc", "mode": "max", "aggregate": "per_category"},
+        data={"synthetic": {"categories": ["synth_disc"], "size": 32, "seed": 0}, "categories": "all"},
+        overrides={"train.epochs": 8, "train.steps_per_epoch": 3},
+        resources={"cpu": 1},
+    )
+    spec = load_spec(path)
+    experiment = Path(spec.sweep_dir()) / "ray"
+    log = tmp_path / "driver.log"
+    with open(log, "w") as out:
+        driver = subprocess.Popen([*HALOAE, "sweep", str(path), "--address", ray_head], env=env(), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not checkpointed_trials(experiment):
+            assert driver.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.5)
+        assert checkpointed_trials(experiment), "no trial checkpointed within 240 s"
+        driver.send_signal(signal.SIGTERM)
+        code = driver.wait(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    text = log.read_text()
+    assert code == 143, text[-3000:]
+    assert "interrupted by SIGTERM" in text and "--resume" in text, text[-3000:]
+    statuses = [r.info.status for r in trial_runs(spec.tracking_uri(), spec.experiment_name())]
+    assert "RUNNING" not in statuses and "KILLED" in statuses, statuses
+    assert _parent_status(spec.tracking_uri(), spec.experiment_name()) == "KILLED"
+    assert not (Path(spec.sweep_dir()) / ".lock").exists(), "the lock is released on a signal"
+
+    resumed = subprocess.run(
+        [*HALOAE, "sweep", str(path), "--resume", "--address", ray_head], env=env(), capture_output=True, text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    runs = trial_runs(spec.tracking_uri(), spec.experiment_name())
+    assert len(runs) == 2 and not duplicates(runs)
+    assert [r.info.status for r in runs] == ["FINISHED"] * 2
+    assert _parent_status(spec.tracking_uri(), spec.experiment_name()) == "FINISHED"

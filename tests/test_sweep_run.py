@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from sweeps.spec import load_spec
-from tests.sweeps_helpers import artifact_paths, duplicates, epoch_steps, tiny_spec, trial_runs
+from sweeps.loading import load_spec
+from tests.helpers.sweeps import artifact_paths, duplicates, epoch_steps, tiny_spec, trial_runs
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow  # every test starts a local Ray
+pytestmark = pytest.mark.slow  # local Ray and whole sweeps
 
 
 @pytest.fixture
@@ -49,7 +51,7 @@ def test_smoke_sweep_runs_to_completion_with_mlflow_records(tmp_path, fresh_ray)
             assert expected in paths, f"artifact {expected} missing: {sorted(paths)}"
         assert any(p.startswith("overlays/") and p.endswith(".png") for p in paths)
     summary = outcome.summary()
-    assert "best" in summary and "mlflow ui" in summary
+    assert "best" in summary and "mlflow ui" in summary and "--host 127.0.0.1" in summary
 
 
 def test_failing_trial_is_recorded_and_retried_from_its_checkpoint(tmp_path, fresh_ray, monkeypatch):
@@ -135,8 +137,8 @@ def test_optuna_sweep_persists_its_study_and_resume_continues_it(tmp_path, fresh
 
 
 def test_rerun_without_resume_is_refused_and_keeps_records(tmp_path, fresh_ray):
+    from sweeps.errors import SpecError
     from sweeps.runner import run_sweep
-    from sweeps.spec import SpecError
 
     path = tiny_spec(tmp_path, "once", overrides={"train.epochs": 1, "train.steps_per_epoch": 1},
                      data={"synthetic": {"categories": ["synth_disc"], "size": 32, "seed": 0}, "categories": "all"})
@@ -146,3 +148,70 @@ def test_rerun_without_resume_is_refused_and_keeps_records(tmp_path, fresh_ray):
     with pytest.raises(SpecError, match="--resume"):
         run_sweep(load_spec(path))
     assert len(trial_runs(spec.tracking_uri(), spec.experiment_name())) == before
+
+
+def test_max_concurrent_trials_holds_for_a_grid_sweep(tmp_path, fresh_ray):
+    from sweeps.runner import run_sweep
+
+    # two half-CPU trials fit the 2 CPUs together: only the limit makes them run one after the other
+    path = tiny_spec(
+        tmp_path, "serial", search={"algorithm": "grid", "space": {"optim.lr": {"grid": [1e-3, 1e-2]}}},
+        objective={"metric": "val/image_auroc", "mode": "max", "aggregate": "per_category"},
+        data={"synthetic": {"categories": ["synth_disc"], "size": 32, "seed": 0}, "categories": "all"},
+        overrides={"train.epochs": 2, "train.steps_per_epoch": 1}, max_concurrent_trials=1,
+    )
+    spec = load_spec(path)
+    outcome = run_sweep(spec)
+    assert not outcome.failed and len(outcome.trials) == 2, outcome.summary()
+    first, second = sorted(trial_runs(spec.tracking_uri(), spec.experiment_name()), key=lambda r: r.info.start_time)
+    assert first.info.end_time <= second.info.start_time, "the two trials overlapped"
+
+
+def _descendants(pid: int) -> set[int]:
+    import subprocess
+
+    found, todo = {pid}, [pid]
+    while todo:
+        children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(todo.pop())], capture_output=True, text=True).stdout
+        for child in map(int, children.split()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _listening(pids: set[int]) -> set[str]:
+    """Local addresses of the TCP sockets ``pids`` listen on (``ss -ltnp``)."""
+    import re
+    import subprocess
+
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
+    return {line.split()[3] for line in out.splitlines() if {int(p) for p in re.findall(r"pid=(\d+)", line)} & pids}
+
+
+@pytest.mark.skipif(__import__("shutil").which("ss") is None, reason="needs ss (iproute2)")
+def test_the_ray_a_sweep_starts_listens_on_loopback_only(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from haloae.vocab import QUIET_ENV
+
+    path = tiny_spec(tmp_path, "loopback", overrides={"train.epochs": 4, "train.steps_per_epoch": 2},
+                     data={"synthetic": {"categories": ["synth_disc"], "size": 32, "seed": 0}, "categories": "all"})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | QUIET_ENV
+    driver = subprocess.Popen([sys.executable, "-m", "haloae.cli", "sweep", str(path)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sockets: set[str] = set()
+    try:
+        while driver.poll() is None:
+            sockets |= _listening(_descendants(driver.pid))
+            time.sleep(1)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 0
+    assert len(sockets) >= 5, f"too few sockets seen to judge: {sockets}"  # GCS, raylet, agents, workers
+    public = {s for s in sockets if s.rpartition(":")[0] not in ("127.0.0.1", "[::ffff:127.0.0.1]", "[::1]")}
+    assert not public, f"listening beyond loopback: {sorted(public)}"

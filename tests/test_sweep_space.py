@@ -10,8 +10,9 @@ import pytest
 from ray import tune
 from ray.tune.search.sample import Categorical, Float, Integer
 
+from sweeps.loading import load_spec, parse_spec
 from sweeps.space import DefineByRun, optuna_define_by_run, optuna_sampler, study_name, tune_param_space
-from sweeps.spec import build_config, load_spec, parse_spec
+from sweeps.trials import build_config
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -9,15 +9,9 @@ import pytest
 
 from haloae.synth import generate
 from sweeps.cost import estimate, format_trials
-from sweeps.spec import (
-    SpecError,
-    build_config,
-    count_trials,
-    load_spec,
-    parse_spec,
-    trial_grid,
-    validate_trials,
-)
+from sweeps.errors import SpecError
+from sweeps.loading import load_spec, parse_spec
+from sweeps.trials import build_config, count_trials, trial_grid, validate_trials
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
 DEFINITIONS = sorted(SWEEPS.glob("*.yaml"))
@@ -121,6 +115,9 @@ def test_table3_counts():
 
 
 # ---------------------------------------------------------------------- malformed definitions
+SYNTH = "synthetic: {categories: [synth_disc, synth_brick]}"
+ON_ROOT = BASE.replace(SYNTH, "root: /x, categories: [bottle]")  # MVTec data that need not exist before the dry run
+OPTUNA = BASE + "objective: {aggregate: mean}\nsearch: {algorithm: optuna, "  # + the rest of the search section
 MALFORMED = [
     # (case, yaml, dotted path in the message, another expected part)
     ("unknown top-level key", BASE + "serach: {}\n", "serach: unknown key; did you mean search?", "valid: name"),
@@ -129,120 +126,56 @@ MALFORMED = [
     ("negative retries", BASE + "retries: -1\n", "retries:", "greater than or equal to 0"),
     ("gpu fraction above 1", BASE + "resources: {gpu: 1.5}\n", "resources.gpu:", "from 0 to 1"),
     ("gpu fraction below 0", BASE + "resources: {gpu: -0.5}\n", "resources.gpu:", "from 0 to 1"),
-    (
-        "unknown config key in space",
-        BASE + "search: {space: {model.blok_size: {grid: [2]}}}\n",
-        "search.space.model.blok_size: unknown config key",
-        "did you mean model.block_size?",
-    ),
-    (
-        "unknown config key in nested overrides",
-        BASE + "overrides: {train: {epoch: 3}}\n",
-        "overrides.train.epoch: unknown config key",
-        "did you mean train.epochs?",
-    ),
+    ("unknown config key in space", BASE + "search: {space: {model.blok_size: {grid: [2]}}}\n", "search.space.model.blok_size: unknown config key", "did you mean model.block_size?"),
+    ("unknown config key in nested overrides", BASE + "overrides: {train: {epoch: 3}}\n", "overrides.train.epoch: unknown config key", "did you mean train.epochs?"),
+    ("key given nested and dotted", BASE + "overrides: {train: {epochs: 3}, train.epochs: 4}\n", "overrides.train.epochs:", "given twice"),
     ("unknown variant", BASE + "variants: [haloae, halo]\n", "variants.1: unknown variant 'halo'", "did you mean haloae?"),
-    (
-        "grid with a continuous domain",
-        BASE + "search: {algorithm: grid, space: {optim.lr: {loguniform: [1e-4, 1e-2]}}}\n",
-        "search.space.optim.lr:",
-        "grid search cannot draw from loguniform",
-    ),
-    (
-        "optuna with per_category",
-        BASE + "search: {algorithm: optuna, space: {optim.lr: {loguniform: [1e-4, 1e-2]}}}\n",
-        "objective.aggregate:",
-        "set objective.aggregate: mean",
-    ),
+    ("grid with a continuous domain", BASE + "search: {algorithm: grid, space: {optim.lr: {loguniform: [1e-4, 1e-2]}}}\n", "search.space.optim.lr:", "grid search cannot draw from loguniform"),
+    ("optuna with per_category", BASE + "search: {algorithm: optuna, space: {optim.lr: {loguniform: [1e-4, 1e-2]}}}\n", "objective.aggregate:", "set objective.aggregate: mean"),
     ("alpha without optuna", BASE + "search: {algorithm: random, alpha: {}}\n", "search.alpha:", "needs algorithm optuna"),
     ("sampler without optuna", BASE + "search: {sampler: tpe}\n", "search.sampler:", "only for algorithm optuna"),
     ("test metric as objective", BASE + "objective: {metric: test/image_auroc}\n", "objective.metric:", "not a validation metric"),
     ("unknown metric", BASE + "objective: {metric: val/image_aurok}\n", "objective.metric:", "did you mean val/image_auroc?"),
-    (
-        "invalid block size combination",
-        BASE + "variants: [haloae, attention_legacy]\nsearch: {space: {model.block_size: {grid: [2, 4]}}}\n",
-        "search.space.model.block_size: 4 cannot tile the encoded 6x6 map with legacy attention",
-        "variant=attention_legacy",
-    ),
-    (
-        "block size too large",
-        BASE + "search: {space: {model.block_size: {grid: [2, 40]}}}\n",
-        "search.space.model.block_size: 40 cannot tile",
-        "use at most 6",
-    ),
+    ("invalid block size combination", BASE + "variants: [haloae, attention_legacy]\nsearch: {space: {model.block_size: {grid: [2, 4]}}}\n", "search.space.model.block_size: 4 cannot tile the encoded 6x6 map with legacy attention", "variant=attention_legacy"),
+    ("block size too large", BASE + "search: {space: {model.block_size: {grid: [2, 40]}}}\n", "search.space.model.block_size: 40 cannot tile", "use at most 6"),
     ("bad override value", BASE + "overrides: {model.block_size: 100}\n", "overrides.model.block_size:", "cannot tile"),
-    (
-        "missing data root",
-        BASE.replace("synthetic: {categories: [synth_disc, synth_brick]}", "root: /no/such/mvtec, categories: [bottle]"),
-        "data.root: /no/such/mvtec: dataset root not found",
-        "--set data.root=",
-    ),
+    ("missing data root", BASE.replace(SYNTH, "root: /no/such/mvtec, categories: [bottle]"), "data.root: /no/such/mvtec: dataset root not found", "--set data.root="),
     ("bad YAML syntax", BASE + "search: {space: [\n  a: : b\n", "line 5: invalid YAML", "expected"),
     ("duplicate key", BASE + "preset: cpu\n", "line 4: duplicate key 'preset'", ""),
-    (
-        "empty space domain list",
-        BASE + "search: {space: {model.block_size: {grid: []}}}\n",
-        "search.space.model.block_size: grid needs a non-empty list",
-        "",
-    ),
-    (
-        "domain is not a mapping",
-        BASE + "search: {space: {model.block_size: 7}}\n",
-        "search.space.model.block_size: expected a mapping with one of grid, choice, uniform, loguniform, int; got 7",
-        "",
-    ),
+    ("unhashable key", BASE + "overrides: {[a]: 1}\n", "line 4: invalid YAML: found unhashable key", ""),
+    ("integer beyond Python's digit limit", BASE + "retries: " + "9" * 5000 + "\n", "line 4: cannot read the value '999", "4300 digits"),
+    ("empty space domain list", BASE + "search: {space: {model.block_size: {grid: []}}}\n", "search.space.model.block_size: grid needs a non-empty list", ""),
+    ("domain is not a mapping", BASE + "search: {space: {model.block_size: 7}}\n", "search.space.model.block_size: expected a mapping with one of grid, choice, uniform, loguniform, int; got 7", ""),
     ("unknown domain", BASE + "search: {space: {model.halo_size: {grd: [1]}}}\n", "search.space.model.halo_size:", "did you mean grid?"),
-    (
-        "uniform bounds reversed",
-        BASE + "search: {algorithm: random, space: {optim.lr: {uniform: [0.2, 0.1]}}}\n",
-        "search.space.optim.lr:",
-        "low < high",
-    ),
-    (
-        "unknown synthetic category",
-        BASE.replace("categories: [synth_disc, synth_brick]}", "categories: [synth_disc]}, categories: [synth_disk]"),
-        "data.categories.0: 'synth_disk' is not generated by data.synthetic",
-        "did you mean synth_disc?",
-    ),
-    (
-        "unknown MVTec category",
-        BASE.replace("synthetic: {categories: [synth_disc, synth_brick]}", "root: /x, categories: [botle]"),
-        "data.categories.0: 'botle' is not an MVTec AD category",
-        "did you mean bottle?",
-    ),
+    ("uniform bounds reversed", BASE + "search: {algorithm: random, space: {optim.lr: {uniform: [0.2, 0.1]}}}\n", "search.space.optim.lr:", "low < high"),
+    ("unknown synthetic category", BASE.replace(SYNTH, "synthetic: {categories: [synth_disc]}, categories: [synth_disk]"), "data.categories.0: 'synth_disk' is not generated by data.synthetic", "did you mean synth_disc?"),
+    ("unknown MVTec category", BASE.replace(SYNTH, "root: /x, categories: [botle]"), "data.categories.0: 'botle' is not an MVTec AD category", "did you mean bottle?"),
     ("both data sources", BASE.replace("{synthetic:", "{root: /x, synthetic:"), "data: give root", "not both"),
     ("unknown preset", BASE.replace("preset: tiny", "preset: tyni"), "preset: unknown preset 'tyni'", "valid: paper"),
     ("bad name", BASE.replace("name: t", "name: my sweep"), "name: use letters, digits", "got 'my sweep'"),
+    ("name ..", BASE.replace("name: t", "name: '..'"), "name: use letters, digits", "got '..'"),
+    ("name with a path separator", BASE.replace("name: t", "name: a/b"), "name: use letters, digits", "got 'a/b'"),
     ("missing name", BASE.replace("name: t\n", ""), "name: required", ""),
     ("fifo with asha knobs", BASE + "scheduler: {type: fifo, grace_period: 2}\n", "scheduler.grace_period:", "only for type asha"),
     ("asha max_t beyond epochs", BASE + "scheduler: {type: asha, max_t: 50}\n", "scheduler.max_t:", "exceeds train.epochs=2"),
     ("seed in the space", BASE + "search: {space: {train.seed: {grid: [1, 2]}}}\n", "search.space.train.seed:", "seeds"),
-    (
-        "alpha search with equal weights",
-        BASE + "variants: [equal_weights]\nobjective: {aggregate: mean}\nsearch: {algorithm: optuna, alpha: {}}\n",
-        "search.alpha:",
-        "alpha schedule is unused",
-    ),
-    (
-        "scoring the variant does not have",
-        BASE + "variants: [fm_im]\nobjective: {metric: val/cls/image_auroc}\n",
-        "objective.metric:",
-        "no cls scoring",
-    ),
-    (
-        "remote storage without a tracking URI",
-        BASE.replace("synthetic: {categories: [synth_disc, synth_brick]}", "root: /x, categories: [bottle]") + "storage: s3://b/sweeps\n",
-        "mlflow.tracking_uri:",
-        "required when storage is remote",
-    ),
-    (
-        "optuna grid sampler with a continuous domain",
-        BASE + "objective: {aggregate: mean}\nsearch: {algorithm: optuna, sampler: grid, space: {optim.lr: {uniform: [0.1, 0.2]}}}\n",
-        "search.space.optim.lr:",
-        "grid sampler cannot draw from uniform",
-    ),
+    ("alpha search with equal weights", OPTUNA.replace(BASE, BASE + "variants: [equal_weights]\n") + "alpha: {}}\n", "search.alpha:", "alpha schedule is unused"),
+    ("scoring the variant does not have", BASE + "variants: [fm_im]\nobjective: {metric: val/cls/image_auroc}\n", "objective.metric:", "no cls scoring"),
+    ("s3 storage without a tracking URI", ON_ROOT + "storage: s3://b/sweeps\n", "mlflow.tracking_uri:", "required when storage is remote"),
+    ("gs storage without a tracking URI", ON_ROOT + "storage: gs://b/sweeps\n", "mlflow.tracking_uri:", "required when storage is remote (gs://b/sweeps)"),
+    ("optuna grid sampler with a continuous domain", OPTUNA + "sampler: grid, space: {optim.lr: {uniform: [0.1, 0.2]}}}\n", "search.space.optim.lr:", "grid sampler cannot draw from uniform"),
     ("top level is a list", "- name\n- data\n", "expected a mapping of sweep settings", ""),
-]
+    # numbers that are not numbers: YAML's .inf and .nan, and 1e400 (a float overflows to inf)
+    ("infinite learning rate", BASE + "overrides: {optim.lr: .inf}\n", "overrides.optim.lr: inf is not a finite number", ""),
+    ("nan in a nested override", BASE + "overrides: {loss: {alpha: {cls: {c: .nan}}}}\n", "overrides.loss.alpha.cls.c: nan is not a finite number", ""),
+    ("1e400 as a domain bound", BASE + "search: {algorithm: random, space: {optim.lr: {uniform: [0.1, 1e400]}}}\n", "search.space.optim.lr.uniform.1: inf is not a finite number", ""),
+    ("nan as a grid value", BASE + "search: {space: {optim.lr: {grid: [0.1, .nan]}}}\n", "search.space.optim.lr.grid.1: nan is not a finite number", ""),
+    ("infinite alpha range", OPTUNA + "alpha: {ranges: {c: [1, .inf]}}}\n", "search.alpha.ranges.c.1: inf is not a finite number", ""),
+    ("infinite cpus", BASE + "resources: {cpu: .inf}\n", "resources.cpu: inf is not a finite number", ""),
+    ("negative infinite gpu", BASE + "resources: {gpu: -.inf}\n", "resources.gpu: -inf is not a finite number", ""),
+    ("infinite num_samples", BASE + "search: {num_samples: .inf}\n", "search.num_samples: inf is not a finite number", ""),
+    ("infinite reduction factor", BASE + "scheduler: {type: asha, reduction_factor: 1e400}\n", "scheduler.reduction_factor: inf is not a finite number", ""),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("case,text,path,detail", MALFORMED, ids=[m[0] for m in MALFORMED])
@@ -405,3 +338,13 @@ def test_cost_estimate_gpu_hours_and_listing(in_tmp):
     assert "... and 340 more grid points" in format_trials(spec, limit=20)
     mean = estimate(load_spec(SWEEPS / "alpha_optuna.yaml"))
     assert mean.trials == 40 and mean.epochs_per_trial == 251 * 4  # 4 categories per trial
+
+
+@pytest.mark.parametrize("scheme", ["s3", "gs"])
+def test_remote_storage_is_a_uri_for_every_scheme(scheme, tmp_path, in_tmp):
+    spec = load_spec(SWEEPS / "paper_table4_arch.yaml", [f"storage={scheme}://bucket/sweeps", "mlflow.tracking_uri=http://10.0.0.1:5000"])
+    assert not spec.local_storage()
+    assert spec.sweep_dir() == f"{scheme}://bucket/sweeps/paper_table4_arch"  # a string, never a local Path("gs:/...")
+    with pytest.raises(SpecError, match=r"data.root: /data/mvtec_ad: dataset root not found"):
+        validate_trials(spec)  # storage is not checked on the local disk
+    assert list(in_tmp.iterdir()) == []

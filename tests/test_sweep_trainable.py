@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from sweeps.datacache import cached_category_data
-from sweeps.spec import build_config, load_spec
+from sweeps.loading import load_spec
 from sweeps.trainable import _limit_resources, aggregate, trial_units
-from tests.sweeps_helpers import tiny_spec
+from sweeps.trials import build_config
+from tests.helpers.sweeps import tiny_spec
 
 
 def test_units_per_category_and_mean(tmp_path):
@@ -59,9 +60,10 @@ def test_data_cache_builds_once_then_memory_maps(tmp_path):
 
 @pytest.mark.parametrize("rule", ["epoch=0,marker={m}"])
 def test_fault_injection_raises_once(tmp_path, monkeypatch, rule):
-    from sweeps.trainable import FAULT_ENV, _maybe_inject_fault
+    from haloae.vocab import ENV_INJECT_FAULT
+    from sweeps.trainable import _maybe_inject_fault
 
-    monkeypatch.setenv(FAULT_ENV, rule.format(m=tmp_path / "m"))
+    monkeypatch.setenv(ENV_INJECT_FAULT, rule.format(m=tmp_path / "m"))
     with pytest.raises(FloatingPointError, match="non-finite training loss"):
         _maybe_inject_fault(0)
     _maybe_inject_fault(0)  # the marker exists: the retry goes through

@@ -1,25 +1,27 @@
 # SPDX-License-Identifier: Apache-2.0
 """The synthetic MVTec-format dataset: deterministic, fast, valid layout, exact defect masks."""
 
+import errno
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from click.testing import CliRunner
 from PIL import Image
 
+from haloae import synth
+from haloae.cli import main
 from haloae.data import CATEGORIES, scan_category
+from haloae.defects import ANOMALY_KINDS
+from haloae.errors import DatasetError
 from haloae.synth import (
-    ANOMALY_KINDS,
     DEFECT_TYPES,
     SYNTH_CATEGORIES,
     SYNTH_GRAYSCALE,
     SYNTH_OBJECTS,
     SYNTH_TEXTURES,
     generate,
-    render_normal,
-    synthesize_anomaly,
 )
 
 SMALL = {"size": 48, "n_train": 3, "n_test_good": 2, "n_test_defect_per_type": 2}
@@ -96,32 +98,64 @@ def test_grayscale_categories_are_written_as_grayscale(default_dataset) -> None:
             assert image.size == (128, 128)
 
 
-@pytest.mark.parametrize("kind", ANOMALY_KINDS)
-def test_synthesize_anomaly_changes_pixels_mostly_inside_its_mask(kind: str) -> None:
-    for i, category in enumerate(SYNTH_CATEGORIES):
-        rng = np.random.default_rng(i)
-        normal, foreground = render_normal(category, rng, 64)
-        image = torch.from_numpy(normal).permute(2, 0, 1)
-        out, mask, painted = synthesize_anomaly(image, rng, kind, where=foreground)
-        assert painted == kind and out.shape == image.shape and mask.shape == (1, 64, 64)
-        assert set(mask.unique().tolist()) == {0.0, 1.0}  # non-empty and binary
-        change = (out - image).abs().sum(0)
-        inside = mask[0] > 0
-        assert change[inside].sum() / change.sum() > 0.75, f"{category}/{kind}"
-        assert change[inside].mean() / 3 > 0.04, f"{category}/{kind}: defect barely visible"
-        assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
-
-
-def test_synthesize_anomaly_is_deterministic_and_accepts_torch_generators() -> None:
-    image = torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(0))
-    a = synthesize_anomaly(image, torch.Generator().manual_seed(5))
-    b = synthesize_anomaly(image, torch.Generator().manual_seed(5))
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2]
-    assert a[2] in ANOMALY_KINDS
-    with pytest.raises(ValueError, match="unknown anomaly"):
-        synthesize_anomaly(image, 0, "smudge")
-
-
 def test_generate_rejects_unknown_categories(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="bottle"):
         generate(tmp_path, categories=["bottle"])
+
+
+# ---------------------------------------------------------------------- a category appears whole or not at all
+def _fail_on_save(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
+    """Make the ``call``-th image write of ``generate`` fail as a full disk does."""
+    real_save, calls = synth._save, []
+
+    def save(image, path, grayscale):
+        calls.append(path)
+        if len(calls) == call:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_save(image, path, grayscale)
+
+    monkeypatch.setattr(synth, "_save", save)
+
+
+def _images_per_category(category: str) -> int:
+    return SMALL["n_train"] + SMALL["n_test_good"] + SMALL["n_test_defect_per_type"] * len(DEFECT_TYPES[category])
+
+
+def test_a_write_failure_leaves_nothing_and_a_later_run_regenerates(tmp_path: Path, monkeypatch) -> None:
+    category = "synth_disc"
+    # The very last image: everything written before it would pass scan_category as a smaller dataset.
+    _fail_on_save(monkeypatch, _images_per_category(category))
+    with pytest.raises(DatasetError) as info:
+        generate(tmp_path, categories=[category], **SMALL)
+    message = str(info.value)
+    assert "\n" not in message and str(tmp_path / category) in message and "No space left" in message
+    assert list(tmp_path.iterdir()) == []  # no category and no staging folder
+    monkeypatch.undo()
+    generate(tmp_path, categories=[category], **SMALL)
+    files = scan_category(tmp_path, category)
+    assert len(files.train) == SMALL["n_train"] and len(files.test) == _images_per_category(category) - SMALL["n_train"]
+    assert [p.name for p in tmp_path.iterdir()] == [category]
+
+
+def test_a_failed_overwrite_keeps_the_previous_category(tmp_path: Path, monkeypatch) -> None:
+    generate(tmp_path, categories=["synth_pill"], seed=1, **SMALL)
+    before = _tree_bytes(tmp_path / "synth_pill")
+    _fail_on_save(monkeypatch, 2)
+    with pytest.raises(DatasetError, match="synth_pill"):
+        generate(tmp_path, categories=["synth_pill"], seed=2, **SMALL)
+    assert _tree_bytes(tmp_path / "synth_pill") == before
+    assert [p.name for p in tmp_path.iterdir()] == ["synth_pill"]
+
+
+def test_synth_command_failure_is_one_line_and_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
+    _fail_on_save(monkeypatch, 3)
+    out = tmp_path / "data"
+    result = CliRunner().invoke(main, ["synth", "--out", str(out), "--categories", "synth_weave", "--size", "32"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "synth_weave" in result.output and "No space left" in result.output
+    assert list(out.iterdir()) == []
+
+
+def test_synth_command_rejects_a_tiny_size(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["synth", "--out", str(tmp_path), "--size", "8"])
+    assert result.exit_code == 2 and "--size" in result.output and "Traceback" not in result.output

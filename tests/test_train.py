@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""One training run end to end: Table 3 rows train, exact resume, no test-set leakage, and a
-cpu-preset run that detects synthetic defects."""
+"""One training run end to end: Table 3 rows train, exact resume, no test-set leakage, the
+objective that chooses best.pt, and a cpu-preset run that detects synthetic defects."""
 
 import importlib.util
 import json
@@ -9,14 +9,20 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from PIL import Image
 
 import haloae.train
+from haloae.category_data import prepare_data
+from haloae.checkpoint import load_checkpoint, read_checkpoint
+from haloae.cli import main
 from haloae.config import HaloAEConfig
 from haloae.data import normalize
+from haloae.evaluation import evaluate
+from haloae.presets import VARIANTS
 from haloae.synth import generate
-from haloae.train import BEST, CHECKPOINT, OBJECTIVE, evaluate, fit, load_checkpoint, prepare_data
-from haloae.variants import VARIANTS
+from haloae.train import ObjectiveError, fit
+from haloae.vocab import BEST_FILE, CHECKPOINT_FILE, DEFAULT_OBJECTIVE
 
 CATEGORY = "synth_disc"
 
@@ -46,7 +52,7 @@ def test_each_table3_row_trains_a_step(variant, synth_root, tmp_path):
     for term in ("cls", "fm", "im"):
         assert (f"train/loss_{term}" in metrics) == (term in cfg.loss.terms)
     assert "val/image_auroc" in metrics and "test/image_auroc" in result.metrics
-    assert (tmp_path / "metrics.json").is_file() and (tmp_path / BEST).is_file()
+    assert (tmp_path / "metrics.json").is_file() and (tmp_path / BEST_FILE).is_file()
 
 
 def test_interrupted_run_resumes_to_the_same_weights_and_metrics(synth_root, tmp_path):
@@ -63,11 +69,11 @@ def test_interrupted_run_resumes_to_the_same_weights_and_metrics(synth_root, tmp
 
     with pytest.raises(Interrupt):
         fit(cfg, data, tmp_path / "resumed", on_epoch=stop_after_first_epoch, progress=False)
-    assert torch.load(tmp_path / "resumed" / CHECKPOINT, weights_only=False)["epoch"] == 0
+    assert read_checkpoint(tmp_path / "resumed" / CHECKPOINT_FILE)["epoch"] == 0
     resumed = fit(cfg, data, tmp_path / "resumed", progress=False)
 
-    a = torch.load(tmp_path / "straight" / CHECKPOINT, weights_only=False)
-    b = torch.load(tmp_path / "resumed" / CHECKPOINT, weights_only=False)
+    a = read_checkpoint(tmp_path / "straight" / CHECKPOINT_FILE)
+    b = read_checkpoint(tmp_path / "resumed" / CHECKPOINT_FILE)
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
     for key in a["criterion"]:
@@ -91,8 +97,8 @@ def test_no_test_image_influences_normalisation_or_checkpoint_choice(synth_root,
     cfg = _cfg(**{"train.epochs": 3, "model.backbone.standardize": True})
     clean = fit(cfg, prepare_data(cfg, synth_root, CATEGORY), tmp_path / "clean", progress=False)
     dirty = fit(cfg, prepare_data(cfg, poisoned, CATEGORY), tmp_path / "dirty", progress=False)
-    model_clean, scorer_clean, best_clean = load_checkpoint(tmp_path / "clean" / BEST)
-    model_dirty, scorer_dirty, best_dirty = load_checkpoint(tmp_path / "dirty" / BEST)
+    model_clean, scorer_clean, best_clean = load_checkpoint(tmp_path / "clean" / BEST_FILE)
+    model_dirty, scorer_dirty, best_dirty = load_checkpoint(tmp_path / "dirty" / BEST_FILE)
     assert bool(model_clean.backbone.fm_stats_fitted)
     for name in ("fm_mean", "fm_std"):
         torch.testing.assert_close(getattr(model_clean.backbone, name), getattr(model_dirty.backbone, name), rtol=0, atol=0)
@@ -111,7 +117,7 @@ def test_image_score_picks_the_reduction_behind_image_auroc(synth_root, tmp_path
     cfg = _cfg()
     data = prepare_data(cfg, synth_root, CATEGORY)
     fit(cfg, data, tmp_path, progress=False)
-    model, scorer, _ = load_checkpoint(tmp_path / BEST)
+    model, scorer, _ = load_checkpoint(tmp_path / BEST_FILE)
     fm = model.features(normalize(data.test.images))
     for reduce in ("mean", "max"):
         metrics, _ = evaluate(model, scorer, data.test, fm, torch.device("cpu"), image_score=reduce)
@@ -124,12 +130,59 @@ def test_ties_in_the_objective_go_to_the_later_epoch(synth_root, tmp_path, monke
     """Small validation sets saturate (AUROC 1.0 for several epochs): the last of equals is kept."""
 
     def saturated(model, scorer, data, fm, device, batch_size=16, split="test", keep_maps=False, image_score="mean"):
-        return {OBJECTIVE.replace("val", split, 1): 1.0}, {}
+        return {DEFAULT_OBJECTIVE.replace("val", split, 1): 1.0}, {}
 
     monkeypatch.setattr(haloae.train, "evaluate", saturated)
     cfg = _cfg(**{"train.epochs": 3, "train.steps_per_epoch": 1})
     result = fit(cfg, prepare_data(cfg, synth_root, CATEGORY), tmp_path, progress=False)
     assert result.best_epoch == 2
+
+
+def test_the_objective_and_its_mode_choose_best_pt(synth_root, tmp_path):
+    """Same data and seed, two objectives: best.pt is each one's best epoch (ties: the later), and
+    on this run they disagree (image AUROC flat, pixel AUROC rising: its min is the first epoch)."""
+    cfg = _cfg(**{"train.epochs": 3})
+    data = prepare_data(cfg, synth_root, CATEGORY)
+    chosen = {}
+    for objective, mode in ((DEFAULT_OBJECTIVE, "max"), ("val/pixel_auroc", "min")):
+        values, out = [], tmp_path / f"{objective.replace('/', '_')}-{mode}"
+        result = fit(cfg, data, out, lambda e, m, d, log=values, key=objective: log.append(m[key]), progress=False,
+                     objective=objective, mode=mode)  # fmt: skip
+        best = read_checkpoint(out / BEST_FILE)
+        target = max(values) if mode == "max" else min(values)
+        assert best["epoch"] == result.best_epoch == max(e for e, v in enumerate(values) if v == target)
+        assert (best["objective"], best["mode"]) == (objective, mode)
+        chosen[objective] = best["epoch"]
+    assert chosen[DEFAULT_OBJECTIVE] != chosen["val/pixel_auroc"], chosen
+
+
+def test_an_objective_that_is_not_reported_or_not_the_runs_is_one_line(synth_root, tmp_path):
+    cfg = _cfg(**{"train.epochs": 2, "train.steps_per_epoch": 1})
+    data = prepare_data(cfg, synth_root, CATEGORY)
+    with pytest.raises(ObjectiveError, match="'val/pixel_aurok': not a metric this run reports; e.g. val/aupro"):
+        fit(cfg, data, tmp_path / "typo", objective="val/pixel_aurok", progress=False)  # fails at the first epoch
+    assert not (tmp_path / "typo" / CHECKPOINT_FILE).exists()
+    with pytest.raises(ObjectiveError, match="must be a validation metric"):
+        fit(cfg, data, tmp_path / "test", objective="test/image_auroc", progress=False)
+    fit(cfg, data, tmp_path / "run", progress=False)
+    with pytest.raises(ObjectiveError, match=r"chosen by val/image_auroc \(max\), not val/pixel_auroc \(min\)"):
+        fit(cfg, data, tmp_path / "run", objective="val/pixel_auroc", mode="min", progress=False)
+
+
+def test_train_command_takes_the_objective(synth_root, tmp_path):
+    runner = CliRunner()
+    refused = runner.invoke(main, ["train", "--data-root", str(tmp_path / "absent"), "--category", CATEGORY,
+                                   "--out", str(tmp_path / "x"), "--objective", "test/image_auroc"])  # fmt: skip
+    assert refused.exit_code == 2 and refused.stderr.strip().splitlines() == [
+        "Error: objective 'test/image_auroc': must be a validation metric (val/...); test data is for reporting only"
+    ]  # checked before the data root
+    sets = [f"--set={k}={v}" for k, v in {"model.backbone.weights": "random", "train.epochs": 1, "train.steps_per_epoch": 1}.items()]
+    out = tmp_path / "run"
+    result = runner.invoke(main, ["train", "--data-root", str(synth_root), "--category", CATEGORY, "--preset", "tiny",
+                                  *sets, "--out", str(out), "--objective", "val/pixel_auroc", "--mode", "min"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "best epoch 0 by val/pixel_auroc (min)" in result.output
+    assert (read_checkpoint(out / BEST_FILE)["objective"], read_checkpoint(out / BEST_FILE)["mode"]) == ("val/pixel_auroc", "min")
 
 
 @pytest.mark.skipif(

@@ -10,8 +10,9 @@ from typing import Any
 
 import yaml
 
-QUIET = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true"}
-os.environ.update(QUIET)
+from haloae.vocab import QUIET_ENV, ROLE_TRIAL, TAG_CATEGORY, TAG_ROLE, TAG_SEED, TAG_TRIAL_ID
+
+os.environ.update(QUIET_ENV)
 
 
 def tiny_spec(tmp_path: Path, name: str, **fields: Any) -> Path:
@@ -46,12 +47,12 @@ def trial_runs(tracking_uri: str, experiment: str) -> list:
     exp = client.get_experiment_by_name(experiment)
     assert exp is not None, f"no MLflow experiment {experiment!r}"
     return list(
-        client.search_runs([exp.experiment_id], "tags.`haloae.role` = 'trial'", run_view_type=ViewType.ALL, max_results=1000)
+        client.search_runs([exp.experiment_id], f"tags.`{TAG_ROLE}` = '{ROLE_TRIAL}'", run_view_type=ViewType.ALL, max_results=1000)
     )
 
 
 def duplicates(runs: list) -> list[tuple[str, str, str]]:
-    keys = Counter((r.data.tags["trial_id"], r.data.tags["category"], r.data.tags["seed"]) for r in runs)
+    keys = Counter((r.data.tags[TAG_TRIAL_ID], r.data.tags[TAG_CATEGORY], r.data.tags[TAG_SEED]) for r in runs)
     return [k for k, n in keys.items() if n > 1]
 
 

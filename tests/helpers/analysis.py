@@ -11,13 +11,16 @@ as strings; per-epoch metrics at step = epoch; the final ``val/*`` and ``test/*`
 Two trial sources feed it: ``fake_trials`` (metric values chosen here, so tables can be checked
 by hand, with FAILED and RUNNING runs) and ``trained_trials`` (real tiny ``haloae.train.fit``
 runs). ``real_sweep`` runs a real small sweep (Ray Tune + MLflow) and describes it the same way:
-the export, serve and predict tests use it.
+the export, serve and predict tests use it. ``cell_by_hand`` / ``group_by_hand`` compute a table's
+statistics from the raw trials, independently of ``analysis.tables``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -25,12 +28,31 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from haloae.config import HaloAEConfig
 from haloae.scoring import MAP_SCORINGS, SCORINGS
 from haloae.synth import DEFECT_TYPES
+from haloae.vocab import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    QUIET_ENV,
+    ROLE_PARENT,
+    ROLE_TRIAL,
+    TAG_CATEGORY,
+    TAG_DATA_ROOT,
+    TAG_ERROR,
+    TAG_PARENT_RUN,
+    TAG_ROLE,
+    TAG_SEED,
+    TAG_SPEC_SHA256,
+    TAG_SWEEP,
+    TAG_TRIAL_ID,
+    TAG_VARIANT,
+    TAG_VARIED,
+)
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.update(QUIET_ENV)
 
 FAKE_VARIANTS = ("haloae", "equal_weights", "uncertainty_weighting")
 FAKE_CATEGORIES = ("synth_brick", "synth_disc")  # a texture and an object
@@ -79,21 +101,21 @@ def log_sweep(storage: Path, name: str, trials: list[Trial], varied: str | None,
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(name, artifact_location=(folder / "artifacts").resolve().as_uri())
     spec = folder / "spec.yaml"
     spec.write_text(f"name: {name}\n")
-    parent_tags = {"sweep": name, "spec_sha256": hashlib.sha256(spec.read_bytes()).hexdigest(), "haloae.role": "parent"}
+    parent_tags = {TAG_SWEEP: name, TAG_SPEC_SHA256: hashlib.sha256(spec.read_bytes()).hexdigest(), TAG_ROLE: ROLE_PARENT}
     if varied is not None:
-        parent_tags["haloae.varied"] = varied
+        parent_tags[TAG_VARIED] = varied
     parent = client.create_run(experiment_id, run_name=name, tags=parent_tags).info.run_id
     client.log_artifact(parent, str(spec))
     now = int(time.time() * 1000)
     for trial in trials:
         tags = {
-            "mlflow.parentRunId": parent, "sweep": name, "trial_id": trial.trial_id, "category": trial.category,
-            "variant": trial.cfg.variant, "seed": str(trial.seed), "haloae.role": "trial",
+            TAG_PARENT_RUN: parent, TAG_SWEEP: name, TAG_TRIAL_ID: trial.trial_id, TAG_CATEGORY: trial.category,
+            TAG_VARIANT: trial.cfg.variant, TAG_SEED: str(trial.seed), TAG_ROLE: ROLE_TRIAL,
         }  # fmt: skip
         if data_root is not None:
-            tags["data_root"] = str(data_root)
+            tags[TAG_DATA_ROOT] = str(data_root)
         if trial.error:
-            tags["error"] = trial.error
+            tags[TAG_ERROR] = trial.error
         run = client.create_run(experiment_id, run_name=f"{trial.trial_id}-{trial.category}-{trial.seed}", tags=tags)
         trial.run_id = run.info.run_id
         # as the sweep layer logs them: tuples as JSON lists, everything else str()
@@ -102,9 +124,9 @@ def log_sweep(storage: Path, name: str, trials: list[Trial], varied: str | None,
         best = int(trial.final.get("best_epoch", 0))
         metrics += [Metric(k, float(v), now + 100, best) for k, v in trial.final.items()]
         client.log_batch(trial.run_id, metrics=metrics, params=params)
-        client.log_dict(trial.run_id, trial.cfg.to_dict(), "config.json")
+        client.log_dict(trial.run_id, trial.cfg.to_dict(), CONFIG_FILE)
         if trial.final:
-            client.log_dict(trial.run_id, trial.final, "metrics.json")
+            client.log_dict(trial.run_id, trial.final, METRICS_FILE)
         if trial.run_dir is not None:
             client.log_artifact(trial.run_id, str(trial.run_dir / "best.pt"), "checkpoint")
             if (trial.run_dir / "overlays").is_dir():
@@ -157,24 +179,27 @@ def fake_trials(categories=FAKE_CATEGORIES, variants=FAKE_VARIANTS, seeds=SEEDS,
     return trials
 
 
-def grid_trials(blocks=(1, 2, 3), halos=(1, 2), category="synth_disc", seeds=SEEDS) -> list[Trial]:
-    """A two-knob grid (model.block_size x model.halo_size) of FINISHED runs for pivot tables."""
+GRID = {"model.block_size": (1, 2, 3), "model.halo_size": (1, 2)}
+
+
+def grid_trials(knobs: dict[str, tuple] = GRID, category="synth_disc", seeds=SEEDS) -> list[Trial]:
+    """A grid over ``knobs`` (dotted key -> values) of FINISHED runs, for pivots and knob labels."""
     trials = []
-    for b in blocks:
-        for h in halos:
-            for seed in seeds:
-                rng = np.random.default_rng([b, h, seed])
-                cfg = HaloAEConfig.from_overrides("tiny", {**TINY, "train.seed": seed, "model.block_size": b, "model.halo_size": h})
-                val, test = _fake_metrics(rng, category), _fake_metrics(rng, category)
-                final = {f"val/{k}": x for k, x in val.items()} | {f"test/{k}": x for k, x in test.items()} | {"best_epoch": 0}
-                trials.append(Trial(f"b{b}h{h}", category, seed, cfg, final=final))
+    for point, values in enumerate(itertools.product(*knobs.values())):
+        for seed in seeds:
+            rng = np.random.default_rng([point, seed])
+            cfg = HaloAEConfig.from_overrides("tiny", {**TINY, "train.seed": seed, **dict(zip(knobs, values, strict=True))})
+            val, test = _fake_metrics(rng, category), _fake_metrics(rng, category)
+            final = {f"val/{k}": x for k, x in val.items()} | {f"test/{k}": x for k, x in test.items()} | {"best_epoch": 0}
+            trials.append(Trial(f"g{point}", category, seed, cfg, final=final))
     return trials
 
 
 # ---------------------------------------------------------------------- real tiny training runs
 def trained_trials(data_root: Path, out: Path, category: str = "synth_disc", seeds=(0, 1)) -> list[Trial]:
     """Real ``haloae.train.fit`` runs (preset tiny, 1 epoch x 2 steps) on synthetic data at 32 px."""
-    from haloae.train import fit, prepare_data
+    from haloae.category_data import prepare_data
+    from haloae.train import fit
 
     trials = []
     for seed in seeds:
@@ -206,9 +231,9 @@ def real_sweep(tmp: Path, name: str, categories=("synth_disc",), variants=("halo
     import mlflow
     import ray
 
+    from sweeps.loading import load_spec
     from sweeps.runner import run_sweep
-    from sweeps.spec import load_spec
-    from tests.sweeps_helpers import tiny_spec, trial_runs
+    from tests.helpers.sweeps import tiny_spec, trial_runs
 
     path = tiny_spec(
         tmp, name, variants=list(variants), seeds=list(seeds),
@@ -227,8 +252,8 @@ def real_sweep(tmp: Path, name: str, categories=("synth_disc",), variants=("halo
         mlflow.artifacts.download_artifacts(
             run_id=run.info.run_id, artifact_path="checkpoint", dst_path=str(run_dir), tracking_uri=spec.tracking_uri()
         )
-        trial = Trial(run.data.tags["trial_id"], run.data.tags["category"], int(run.data.tags["seed"]),
-                      HaloAEConfig.from_dict(read_json_artifact(spec.tracking_uri(), run.info.run_id, "config.json")),
+        trial = Trial(run.data.tags[TAG_TRIAL_ID], run.data.tags[TAG_CATEGORY], int(run.data.tags[TAG_SEED]),
+                      HaloAEConfig.from_dict(read_json_artifact(spec.tracking_uri(), run.info.run_id, CONFIG_FILE)),
                       final=dict(run.data.metrics), run_dir=run_dir / "checkpoint", run_id=run.info.run_id)  # fmt: skip
         trials.append(trial)
     return LoggedSweep(name, spec.tracking_uri(), tmp / "sweeps", outcome.parent_run_id, trials, spec.data_root())
@@ -239,3 +264,37 @@ def read_json_artifact(tracking_uri: str, run_id: str, path: str) -> dict:
 
     local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, tracking_uri=tracking_uri)
     return json.loads(Path(local).read_text())
+
+
+# ---------------------------------------------------------------------- the tables' statistics, by hand
+def values_by_seed(trials: list[Trial], variant: str, category: str, key: str) -> dict[int, float]:
+    """seed -> value of ``key`` in the FINISHED trials of one variant and category."""
+    return {t.seed: t.final[key] for t in trials
+            if t.status == "FINISHED" and t.cfg.variant == variant and t.category == category and key in t.final}  # fmt: skip
+
+
+def cell_by_hand(trials: list[Trial], variant: str, category: str, key: str) -> tuple[float, float, int]:
+    """(mean, sample std, n) over seeds of one category."""
+    v = list(values_by_seed(trials, variant, category, key).values())
+    return float(np.mean(v)), (float(np.std(v, ddof=1)) if len(v) > 1 else math.nan), len(v)
+
+
+def group_by_hand(trials: list[Trial], variant: str, categories, key: str) -> tuple[float, float, int]:
+    """A group's (mean of the category means, std of the per-seed means over the seeds that have
+    every category, n = those seeds)."""
+    per_category = [values_by_seed(trials, variant, c, key) for c in categories]
+    seeds = sorted(set.intersection(*(set(p) for p in per_category)))
+    per_seed = [np.mean([p[s] for p in per_category]) for s in seeds]
+    return float(np.mean([np.mean(list(p.values())) for p in per_category])), float(np.std(per_seed, ddof=1)), len(seeds)
+
+
+def assert_stat(stat, expected: tuple[float, float, int]) -> None:
+    mean, std, n = expected
+    assert stat.mean == pytest.approx(mean, abs=1e-12) and stat.n == n
+    assert (math.isnan(stat.std) and math.isnan(std)) or stat.std == pytest.approx(std, abs=1e-12)
+
+
+def best_flags(means: list[float]) -> list[bool]:
+    """Which means are the best as printed (percent, one decimal; ties all best)."""
+    shown = [round(100 * v, 1) for v in means]
+    return [s == max(shown) for s in shown]

@@ -1,0 +1,83 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The names every layer shares: metric keys, the default objective, MLflow tags, environment
+variables and the files a run leaves. Strings only (no imports), so ``sweeps`` and ``analysis``
+import them from here instead of spelling them again.
+
+Metric keys are ``<split>/<metric>`` (``val/image_auroc``) or ``<split>/<scoring>/<metric>``
+(``test/afm_norm_filter/pixel_auroc``); per defect type ``test/defect/<defect>/image_auroc``.
+AUROCs are fractions in [0, 1]; tables print percent.
+"""
+
+from __future__ import annotations
+
+# ---------------------------------------------------------------------- metrics
+SPLITS = ("train", "val", "test")
+VAL, TEST, TRAIN = "val", "test", "train"
+DEFAULT_SCORING = "afm_norm_filter"  # the paper's scoring (Table S1): normalised, filtered fm map
+# What evaluation reports per scoring that a sweep may optimise (haloae.metrics.evaluate_maps);
+# the default scoring's metrics also come without the scoring prefix.
+OBJECTIVE_METRICS = ("image_auroc", "pixel_auroc", "aupro", "image_auroc_max")
+DEFAULT_OBJECTIVE = f"{VAL}/image_auroc"  # = val/afm_norm_filter/image_auroc where the model has that scoring
+BEST_EPOCH = "best_epoch"  # the epoch whose checkpoint is best.pt (a final metric)
+
+
+def metric_key(split: str, metric: str, scoring: str | None = None) -> str:
+    """``metric_key("val", "image_auroc")`` -> ``val/image_auroc``; with a scoring, ``val/<scoring>/...``."""
+    return f"{split}/{scoring}/{metric}" if scoring else f"{split}/{metric}"
+
+
+def scoring_of(metric: str) -> str | None:
+    """``val/<scoring>/image_auroc`` -> that scoring; ``val/image_auroc`` -> None (the default scoring)."""
+    parts = metric.split("/")
+    return parts[1] if len(parts) == 3 else None
+
+
+def split_of(metric: str) -> str:
+    return metric.partition("/")[0]
+
+
+# ---------------------------------------------------------------------- MLflow tags
+TAG_SWEEP = "sweep"
+TAG_TRIAL_ID = "trial_id"
+TAG_CATEGORY = "category"
+TAG_VARIANT = "variant"
+TAG_SEED = "seed"
+TAG_ROLE = "haloae.role"  # parent | trial | export
+TAG_VARIED = "haloae.varied"  # on the parent: the knobs the sweep varies, comma-separated
+TAG_SPEC_SHA256 = "spec_sha256"
+TAG_DATA_ROOT = "data_root"
+TAG_ERROR = "error"
+TAG_STOPPED_BY = "stopped_by"
+TAG_FAILED_TRIALS = "failed_trials"
+TAG_SOURCE_RUN = "source_run_id"
+TAG_NODE_ID, TAG_NODE_IDS = "ray.node_id", "ray.node_ids"
+TAG_PARENT_RUN = "mlflow.parentRunId"  # MLflow's own nesting tag
+ROLE_PARENT, ROLE_TRIAL, ROLE_EXPORT = "parent", "trial", "export"
+
+# ---------------------------------------------------------------------- environment variables
+ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
+ENV_DATA_CACHE = "HALOAE_DATA_CACHE"  # folder of the per-node data cache
+ENV_INJECT_FAULT = "HALOAE_INJECT_FAULT"  # tests: "epoch=<n>,marker=<path>" raises once at that epoch
+ENV_TORCH_DEVICE = "TORCH_DEVICE"  # tests: cpu (default) or cuda
+QUIET_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "RAY_AIR_NEW_OUTPUT": "0",  # Ray's classic progress table (CLIReporter)
+}
+
+# ---------------------------------------------------------------------- files a run leaves
+CHECKPOINT_FILE = "checkpoint.pt"  # the last epoch: what resume restores
+BEST_FILE = "best.pt"  # the best epoch by the run's objective: what evaluation and export use
+METRICS_FILE = "metrics.json"  # final val/* and test/* of best.pt
+CONFIG_FILE = "config.json"
+OVERLAYS_DIR = "overlays"
+ALPHA_PLOT_FILE = "alpha_schedule.png"
+BEST_ARTIFACT = f"checkpoint/{BEST_FILE}"  # where a trial's MLflow run keeps best.pt
+# a sweep's folder <storage>/<name>/ (the default storage is relative to the working directory)
+DEFAULT_STORAGE = "runs/sweeps"
+TRACKING_DB_FILE = "mlflow.db"  # the default sqlite tracking store of a sweep
+SWEEP_SPEC_FILE = "spec.yaml"  # the definition as run
+SWEEP_LOCK_FILE = ".lock"  # held (flock) by the running sweep: pid and host
+SWEEP_RAY_DIR = "ray"  # Tune's experiment folder: what --resume restores
+# the registered pyfunc model's one input column: base64 of an image file (the server opens no file a request names)
+PYFUNC_IMAGE_COLUMN = "image"

@@ -1,0 +1,66 @@
+# SPDX-License-Identifier: Apache-2.0
+"""sweeps.stores: the sqlite store as the trials open it (WAL, busy timeout), and the warning
+when a sweep's concurrent trials exceed what sqlite holds."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from sweeps import stores, tracking
+from sweeps.loading import load_spec
+from tests.helpers.sweeps import tiny_spec
+
+
+def journal_mode(path: Path) -> str:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("PRAGMA journal_mode").fetchone()[0]
+
+
+def test_the_trials_client_opens_sqlite_in_wal_mode_with_a_busy_timeout(tmp_path):
+    path = tmp_path / "mlflow.db"
+    mlf = tracking.client(f"sqlite:///{path}")
+    mlf.create_experiment("x")
+    assert journal_mode(path) == "wal", "readers must not block the writing trials"
+    engine = mlf._tracking_client.store.engine
+    assert engine.dialect.create_connect_args(engine.url)[1]["timeout"] == stores.SQLITE_BUSY_TIMEOUT_S
+
+
+def test_store_uri_keeps_a_given_timeout_and_leaves_servers_alone(tmp_path):
+    given = f"sqlite:///{tmp_path}/a.db?timeout=7"
+    assert stores.store_uri(given) == given
+    assert stores.store_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert stores.store_uri("postgresql://u@db/mlflow") == "postgresql://u@db/mlflow"
+
+
+def test_wal_is_left_off_on_a_network_filesystem(tmp_path, monkeypatch):
+    monkeypatch.setattr(stores, "filesystem_type", lambda folder: "nfs4")
+    path = tmp_path / "shared.db"
+    tracking.client(f"sqlite:///{path}").create_experiment("x")
+    assert journal_mode(path) == "delete"
+
+
+def test_filesystem_type_reads_the_longest_mount_point():
+    assert stores.filesystem_type(Path("/proc/self")) == "proc"
+
+
+@pytest.mark.parametrize(
+    ("cluster", "fields", "warned"),
+    [
+        ({"CPU": 64.0}, {}, True),  # 64 trials of 1 CPU on one sqlite file
+        ({"CPU": 64.0}, {"max_concurrent_trials": 8}, False),
+        ({"CPU": 8.0}, {}, False),
+        ({"CPU": 64.0, "GPU": 4.0}, {"resources": {"cpu": 1, "gpu": 0.5}}, False),  # 8 fit the GPUs
+        ({"CPU": 64.0}, {"mlflow": {"tracking_uri": "http://mlflow.example:5000"}}, False),
+    ],
+)
+def test_a_sweep_beyond_what_sqlite_holds_is_pointed_at_the_server(tmp_path, cluster, fields, warned):
+    fields = {"resources": {"cpu": 1}, **fields}
+    spec = load_spec(tiny_spec(tmp_path, "wide", **fields))
+    warning = stores.capacity_warning(spec, cluster)
+    assert (warning is not None) == warned
+    if warned:
+        assert "64 concurrent trials" in warning and "cluster/mlflow/start-server.sh" in warning
+        assert "\n" not in warning and "mlflow.tracking_uri" in warning

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.runs import category_order, require_metric
+from analysis.runs import RunsFrame, category_order, require_metric
 from analysis.stats import ALPHA
-from haloae.vocab import TAG_CATEGORY
+from analysis.tables import configurations
+from haloae.vocab import TAG_CATEGORY, TEST, metric_key
 
 MIN_CONFIGURATIONS = 3
 MIN_CATEGORIES = 5  # autorank refuses fewer "performance estimations"
@@ -106,3 +107,12 @@ def critical_difference(frame: pd.DataFrame, metric: str, out: Path, name: str =
     plt.close(figure)
     ranks = {str(k): float(v) for k, v in result.rankdf["meanrank"].items()}
     return CriticalDifference(caption, tuple(paths), ranks, float(result.pvalue), float(result.cd), tuple(data.index), tuple(dropped))
+
+
+def sweep_critical_difference(runs: RunsFrame, out: Path, split: str = TEST, metric: str | None = None,
+                              alpha: float = ALPHA) -> CriticalDifference:  # fmt: skip
+    """The diagram of a sweep's configurations (``analysis.tables.configurations``, FINISHED runs)
+    on ``metric`` (default ``<split>/image_auroc``), as ``out/cd_<metric>.{png,pdf,svg}``."""
+    metric = require_metric(runs, metric or metric_key(split, "image_auroc"))
+    done, _, _ = configurations(runs)
+    return critical_difference(done, metric, Path(out), name=f"cd_{metric.replace('/', '-')}", alpha=alpha)

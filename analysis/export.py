@@ -47,6 +47,7 @@ from analysis.runs import (
 )
 from haloae.dotted import hint
 from haloae.vocab import (
+    BEST_ARTIFACT,
     DEFAULT_OBJECTIVE,
     ENV_TRACKING_URI,
     ROLE_EXPORT,
@@ -172,7 +173,8 @@ def _export_one(client, runs: RunsFrame, row: pd.Series, folder: Path, objective
     cfg = run_config(client, run_id)
     with tempfile.TemporaryDirectory() as tmp:
         best = load_run_checkpoint(client, run_id, tmp, f"run {run_id} ({category})")
-        predictor = Predictor(best.model, best.scorer, scoring=scoring_of(objective))
+        source = f"run {run_id} ({category}): artifact {BEST_ARTIFACT}"  # what a non-finite score's error names
+        predictor = Predictor(best.model, best.scorer, scoring=scoring_of(objective), source=source)
         val = prepare_data(cfg, root, category).val
         calibration = calibrate(predictor, val.images, val.labels)
         metrics = {k: float(v) for k, v in row.items() if isinstance(k, str) and k.startswith((f"{VAL}/", f"{TEST}/")) and pd.notna(v)}

@@ -32,6 +32,13 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, target: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(target)
+    plt.close(fig)
+    return target
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in text).strip("-")
 
@@ -90,11 +97,7 @@ def overlay_figure(runs: RunsFrame, run_id: str, out: Path, images: Sequence[str
         ax.set_title(f"{Path(images[i]).parent.name}/{Path(images[i]).name}: score {float(result.scores[i]):.4g}", fontsize=8)
         ax.axis("off")
     fig.suptitle(f"{category}: {predictor.scoring} maps, run {run_id[:8]}", fontsize=9)
-    fig.tight_layout()
-    target = out / f"overlays_{run_id[:8]}.png"
-    fig.savefig(target)
-    plt.close(fig)
-    return target
+    return _save(plt, fig, out / f"overlays_{run_id[:8]}.png")
 
 
 # ---------------------------------------------------------------------- across runs
@@ -119,11 +122,7 @@ def bar_figure(runs: RunsFrame, metric: str, out: Path) -> Path:
     ax.set_xticklabels([c.replace(", ", "\n") for c in configs], rotation=30, ha="right", fontsize=7)  # a knob per line, keys whole
     ax.set_ylabel(f"{metric} (%)")
     ax.set_title(f"{runs.attrs.get('sweep')}: {metric}\nmean over {len(categories)} categories, bar = std over seeds, dot = a seed", fontsize=8)
-    fig.tight_layout()
-    target = out / f"bars_{_slug(metric)}.png"
-    fig.savefig(target)
-    plt.close(fig)
-    return target
+    return _save(plt, fig, out / f"bars_{_slug(metric)}.png")
 
 
 def heatmap_figure(runs: RunsFrame, rows: str, columns: str, metric: str, out: Path, split: str = "test") -> Path:
@@ -151,11 +150,7 @@ def heatmap_figure(runs: RunsFrame, rows: str, columns: str, metric: str, out: P
     ax.set_ylabel(rows)
     fig.colorbar(image, ax=ax, label=f"{metric} (%)")
     ax.set_title(f"{runs.attrs.get('sweep')}: {metric}", fontsize=9)
-    fig.tight_layout()
-    target = out / f"heatmap_{_slug(rows)}_x_{_slug(columns)}.png"
-    fig.savefig(target)
-    plt.close(fig)
-    return target
+    return _save(plt, fig, out / f"heatmap_{_slug(rows)}_x_{_slug(columns)}.png")
 
 
 def log_to_parent(runs: RunsFrame, paths: Sequence[Path]) -> None:

@@ -84,12 +84,6 @@ def t_interval(values: Sequence[float] | pd.Series, level: float = LEVEL) -> Int
     return Interval(mean, float(low), float(high), len(kept), excluded, level)
 
 
-def seed_interval(values: pd.Series, seeds: pd.Series, level: float = LEVEL) -> Interval | None:
-    """Over seeds: runs of the same seed averaged first (as ``analysis.tables.seed_stat``)."""
-    per_seed = values.groupby(seeds.values).mean()
-    return t_interval(per_seed, level)
-
-
 def format_interval(interval: Interval | None, pm: str = "±", common_n: int | None = None) -> str:
     """``97.3 ± 1.2`` (percent; ± the interval's half-width), ``(n=k)`` when k differs from the
     table's n; a single seed prints ``97.3 (n=1, no interval)``; nothing measured prints ``–``."""
@@ -203,15 +197,6 @@ def compare_rows(frame: pd.DataFrame, metric: str, reference: str, rows: Sequenc
     corrected = holm([r[-1] for r in raw], alpha)
     return [Comparison(row, reference, test, n, excluded, diff, statistic, p, p_holm, alpha)
             for (row, n, excluded, diff, statistic, p), p_holm in zip(raw, corrected, strict=True)]  # fmt: skip
-
-
-def comparisons_frame(comparisons: Sequence[Comparison]) -> pd.DataFrame:
-    """A row per comparison: the mean difference in percentage points, n pairs, p, p_holm, marker."""
-    return pd.DataFrame([{
-        "row": c.row, "reference": c.reference, "test": c.test, "n_pairs": c.n_pairs, "excluded": c.excluded,
-        "mean_difference_pp": 100 * c.mean_difference, "p": c.p_value, "p_holm": c.p_holm, "marker": c.marker,
-    } for c in comparisons], columns=["row", "reference", "test", "n_pairs", "excluded", "mean_difference_pp", "p",
-                                      "p_holm", "marker"])  # fmt: skip
 
 
 # ---------------------------------------------------------------------- who is best

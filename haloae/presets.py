@@ -4,8 +4,11 @@
 Data only: each entry is dotted config overrides. ``HaloAEConfig.from_overrides(preset, variant=v)``
 applies the preset, then the variant, then the caller's overrides.
 
-Presets: ``paper`` (exactly the authors' code), ``paper_lean`` (without its never-called convs),
+Presets: ``paper_published`` (the model behind the published numbers: the authors' code exactly,
+its inverted-mask attention and reflection-padded VGG19 included), ``paper`` (the same with the
+attention fixed and torchvision's VGG19), ``paper_lean`` (``paper`` without the never-called convs),
 ``cpu`` (small images and widths with offline ImageNet features), ``tiny`` (unit tests).
+``PRESET_LABELS`` says how tables and sweeps name them.
 
 Variants: Table 3 (loss schemes and subsets), Table 4 (architectures), the structural switches of
 Table 3 (no image decoder, no classifier) and the attention kind (an ablation no one has published).
@@ -22,8 +25,17 @@ from haloae.errors import ConfigError
 
 # ---------------------------------------------------------------------- presets
 PRESETS: dict[str, dict[str, Any]] = {
-    # exactly the authors' code (the defaults of haloae.config)
+    # The authors' code with its attention fixed (the defaults of haloae.config): working HaloNet
+    # attention, torchvision's zero-padded VGG19.
     "paper": {},
+    # The model behind the published numbers, exactly: the layer of halonet-pytorch 0.0.4 with its
+    # inverted padding mask (a block-average CNN in effect: original-code-notes.md, defect 1) and
+    # the DFR extractor (reflection padding, three maps with a padding ring; fm differs from
+    # torchvision's by 6-11% inside). Their augmentation order, ColorJitter on the full-size image
+    # before the resize to 256, is not reproduced: data.TrainDataset jitters the resized image.
+    # Brightness, saturation and contrast (the blend with the grey mean) commute with a bilinear
+    # resize up to the clamp at 0 and 1; hue does not, by less than the jitter's own randomness.
+    "paper_published": {"model.attention": "legacy", "model.backbone.padding": "reflect_published"},
     # the paper's model without the original's never-called convolutions (11.9M parameters)
     "paper_lean": {"model.unused_stride2_convs": False},
     # Small images and widths with the offline ImageNet backbone: ~1 s per step and 10-30 s per
@@ -51,6 +63,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model.image_decoder_final_relu": False,
         "model.unused_stride2_convs": False,
         "model.cae_latent_dim": 12,
+        "train.precision": "fp32",  # CPU runs: bf16 autocast is slower there, and today's numbers are fp32
         "train.epochs": 20,
         "train.steps_per_epoch": 25,
         "train.batch_size": 4,
@@ -87,7 +100,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train.epochs": 2,
         "train.steps_per_epoch": 2,
         "train.batch_size": 2,
+        "train.precision": "fp32",
     },
+}
+
+# how tables, sweeps and reports name the presets; the two paper models side by side
+PRESET_LABELS: dict[str, str] = {
+    "paper_published": "HaloAE as published",
+    "paper": "HaloAE, attention fixed",
+    "paper_lean": "HaloAE, attention fixed, without the unused convs",
+    "cpu": "CPU model (EfficientNet-Lite0 features)",
+    "tiny": "unit-test model",
 }
 
 
@@ -134,7 +157,11 @@ VARIANTS: dict[str, Variant] = {
             {"loss.terms": ("fm", "im"), "model.classifier": False, "cutpaste.enabled": False, "loss.weighting": "equal"},
             "fm+im (no SSL/cls)",
         ),
-        Variant("cls_only", "L_T = L_cls", "table3", {"loss.terms": ("cls",), "loss.weighting": "equal"}, "cls only"),
+        # footnote 5: this row's image AUROC is the classifier's score, not a map's
+        Variant(
+            "cls_only", "L_T = L_cls", "table3",
+            {"loss.terms": ("cls",), "loss.weighting": "equal", "eval.scoring": "cls"}, "cls only",
+        ),
         Variant(
             "fm_only", "L_T = L_fm", "table3",
             {**_NO_IMAGE_DECODER, "model.classifier": False, "cutpaste.enabled": False, "loss.terms": ("fm",),
@@ -148,11 +175,15 @@ VARIANTS: dict[str, Variant] = {
         ),
         Variant(
             "ae_ssim", "AE-SSIM", "table4",
-            {**_IMAGE_AE, "model.arch": "ae_ssim", "loss.terms": ("im",), "loss.reconstruction": "ssim"}, "AE-SSIM",
+            # scored by its SSIM map, as Bergmann et al. define the model (1 - local SSIM)
+            {**_IMAGE_AE, "model.arch": "ae_ssim", "loss.terms": ("im",), "loss.reconstruction": "ssim",
+             "eval.scoring": "aim_ssim"}, "AE-SSIM",
         ),
         Variant(
             "block_c_only", "HaloAE - Block C only", "table4",
-            {**_IMAGE_AE, "model.arch": "block_c_only", "loss.terms": ("fm",)}, "Block C only",
+            # fm is the normalised image here, half negative: no final ReLU, or that half is out of reach
+            {**_IMAGE_AE, "model.arch": "block_c_only", "loss.terms": ("fm",), "model.decoder_final_relu": False},
+            "Block C only",
         ),
         Variant("block_c_cnn", "HaloAE - Block C as CNN", "table4", {"model.arch": "block_c_cnn"}, "Block C as CNN (DFR)"),
         # ---- structural switches (Table 3 removes these parts together with their loss terms)

@@ -15,6 +15,7 @@ from typing import NoReturn
 from haloae.choices import (
     ARCHS,
     ATTENTION_KINDS,
+    AUTO_SCORING,
     BACKBONE_STAGES,
     BACKBONES,
     DEVICES,
@@ -22,8 +23,12 @@ from haloae.choices import (
     IMAGE_SCORES,
     LOSS_TERMS,
     OPTIMIZERS,
+    PADDINGS,
+    PRECISIONS,
     RECONSTRUCTIONS,
+    SCORINGS,
     WEIGHTINGS,
+    model_scorings,
 )
 from haloae.errors import ConfigError
 
@@ -50,6 +55,16 @@ def validate(cfg) -> None:
     _choice("optim.name", cfg.optim.name, OPTIMIZERS)
     _choice("train.device", cfg.train.device, DEVICES)
     _choice("eval.image_score", cfg.eval.image_score, IMAGE_SCORES)
+    _choice("train.precision", cfg.train.precision, PRECISIONS)
+    _choice("model.backbone.padding", bb.padding, PADDINGS)
+    _choice("eval.scoring", cfg.eval.scoring, (AUTO_SCORING, *SCORINGS))
+    reported = model_scorings(m)
+    if cfg.eval.scoring not in (AUTO_SCORING, *reported):
+        fail("eval.scoring", f"{m.arch} with these parts does not report {cfg.eval.scoring}; it reports {', '.join(reported)}")
+    if cfg.eval.pixel_size < 0 or cfg.eval.pixel_size > m.image_size:
+        fail("eval.pixel_size", f"must be 0 (the image size) or 1..{m.image_size}, got {cfg.eval.pixel_size}")
+    if bb.padding == "reflect_published" and bb.name != "vgg19":
+        fail("model.backbone.padding", f"reflect_published is the authors' VGG19 extractor; {bb.name} has only zeros")
     known = BACKBONE_STAGES[bb.name]
     for layer in bb.layers:
         if layer not in known:

@@ -53,6 +53,8 @@ TAG_SOURCE_RUN = "source_run_id"
 TAG_NODE_ID, TAG_NODE_IDS = "ray.node_id", "ray.node_ids"
 TAG_PARENT_RUN = "mlflow.parentRunId"  # MLflow's own nesting tag
 ROLE_PARENT, ROLE_TRIAL, ROLE_EXPORT = "parent", "trial", "export"
+TAG_STAGE = "haloae.stage"  # on child runs of a two-stage sweep (sweeps.protocol): screen | confirm
+STAGE_SCREEN, STAGE_CONFIRM = "screen", "confirm"
 
 # ---------------------------------------------------------------------- environment variables
 ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""``haloae sweep SPEC.yaml``: validate, dry-run, run or resume a sweep (loaded lazily by haloae.cli)."""
+"""``haloae sweep SPEC.yaml``: validate, dry-run, run or resume a sweep (loaded lazily by haloae.cli);
+a definition with a ``protocol`` runs its screen and confirm stages (``sweeps.protocol``)."""
 
 from __future__ import annotations
 
@@ -22,24 +23,29 @@ def sweep(spec_path: str, dry_run: bool, resume: bool, address: str | None, over
     spec = load_spec(spec_path, list(overrides))
     if dry_run:
         from sweeps.cost import estimate, format_trials
+        from sweeps.protocol import dry_run_stages
         from sweeps.tracking import check_reachable
         from sweeps.trials import check_resources, validate_trials
 
-        click.echo(format_trials(spec))
-        click.echo(str(estimate(spec)))
-        validate_trials(spec)  # after the estimate: a paper sweep's GPU-hours print even where its data is absent
+        stages = dry_run_stages(spec)
+        for heading, stage in stages:
+            click.echo("\n".join(filter(None, [heading, format_trials(stage), str(estimate(stage))])))
+        for _, stage in stages:  # after the estimates: a paper sweep's GPU-hours print even where its data is absent
+            validate_trials(stage)
         warning = check_resources(spec, address)
         check_reachable(spec.tracking_uri(), spec.where())
         if warning:
             click.echo(warning, err=True)
         click.echo("dry run: every trial's configuration and the data are valid; Ray was not started; nothing was written")
         return
+    from sweeps.protocol import run_protocol
     from sweeps.runner import loopback_ray, run_sweep
     from sweeps.signals import SweepInterrupted
 
     loopback_ray(address)
     try:
-        outcome = run_sweep(spec, resume=resume, address=address)
+        run = run_sweep if spec.protocol is None else run_protocol
+        outcome = run(spec, resume=resume, address=address)
     except SweepInterrupted as exc:
         click.echo(
             f"sweep {spec.name}: {exc}; its trials were stopped and their MLflow runs ended KILLED; "

@@ -9,7 +9,8 @@
 SIGINT/SIGTERM stop the trials (``sweeps.signals``): their runs and the parent run end KILLED and
 ``SweepInterrupted`` carries the exit code; ``--resume`` continues the sweep. The sweep directory
 ``<storage>/<name>/`` holds spec.yaml, .lock (while running), mlflow.db (default tracking store),
-optuna.db (optuna search) and ray/ (the Tune experiment that --resume restores).
+optuna.db (optuna search) and ray/ (the Tune experiment that --resume restores; ray-screen/ and
+ray-confirm/ for the stages of ``sweeps.protocol``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from haloae.vocab import ENV_DATA_CACHE, ENV_INJECT_FAULT, ENV_TRACKING_URI, QUIET_ENV, SWEEP_RAY_DIR, SWEEP_SPEC_FILE
+from haloae.vocab import ENV_DATA_CACHE, ENV_INJECT_FAULT, ENV_TRACKING_URI, QUIET_ENV, SWEEP_SPEC_FILE
 from sweeps.errors import SpecError
 from sweeps.lock import SweepLock
 from sweeps.schema import SweepSpec
@@ -114,7 +115,7 @@ def prepare(spec: SweepSpec) -> list[dict[str, Any]]:
 
 
 def experiment_path(spec: SweepSpec) -> str:
-    return f"{str(spec.sweep_dir()).rstrip('/')}/{SWEEP_RAY_DIR}"
+    return f"{str(spec.sweep_dir()).rstrip('/')}/{spec.tune_dir_name()}"
 
 
 def _init_ray(address: str | None, spec: SweepSpec) -> None:
@@ -169,7 +170,11 @@ def _search(spec: SweepSpec):
         if spec.max_concurrent_trials:
             searcher = ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent_trials)
         return searcher, {}
-    generator = BasicVariantGenerator(random_state=spec.search.seed, max_concurrent=spec.max_concurrent_trials or 0)
+    generator = BasicVariantGenerator(
+        points_to_evaluate=[dict(p) for p in spec.search.points or ()],  # each expands over the grid it leaves open
+        random_state=spec.search.seed,
+        max_concurrent=spec.max_concurrent_trials or 0,
+    )
     return generator, tune_param_space(spec)
 
 
@@ -226,11 +231,11 @@ def _tuner(spec: SweepSpec, trainable, restorable: bool):
             mode=spec.objective.mode,
             search_alg=search_alg,
             scheduler=_scheduler(spec),
-            num_samples=spec.search.num_samples,
+            num_samples=spec.search.tune_samples(),
             reuse_actors=True,  # a trial process imports torch once, not once per trial
         ),
         run_config=tune.RunConfig(
-            name=SWEEP_RAY_DIR,
+            name=spec.tune_dir_name(),
             storage_path=str(spec.sweep_dir()),
             failure_config=tune.FailureConfig(max_failures=spec.retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
@@ -251,13 +256,13 @@ def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None)
         check_resources(spec, address)
     tracking.check_reachable(spec.tracking_uri(), spec.where())
     lock = SweepLock(spec.sweep_dir(), spec.name) if spec.local_storage() else None
-    with lock or nullcontext():
+    with lock or nullcontext(), StopSignals() as stop:
         if lock is not None and lock.took_over:
             print(f"note: took over the stale lock of {lock.took_over} (that process is gone)", file=sys.stderr)
-        return _run_locked(spec, resume, address)
+        return _run_locked(spec, resume, address, stop)
 
 
-def _run_locked(spec: SweepSpec, resume: bool, address: str | None) -> SweepOutcome:
+def _run_locked(spec: SweepSpec, resume: bool, address: str | None, stop: StopSignals) -> SweepOutcome:
     from ray import tune
 
     restorable = tune.Tuner.can_restore(experiment_path(spec))
@@ -268,8 +273,8 @@ def _run_locked(spec: SweepSpec, resume: bool, address: str | None) -> SweepOutc
         )
     generate_data(spec)
     _init_ray(address, spec)
-    with StopSignals() as stop:  # after ray.init: Ray's core worker installs a SIGTERM handler that aborts
-        return _run_on_ray(spec, address, restorable, stop)
+    stop.install()  # again: ray.init's core worker installs a SIGTERM handler that aborts the driver
+    return _run_on_ray(spec, address, restorable, stop)
 
 
 def _run_on_ray(spec: SweepSpec, address: str | None, restorable: bool, stop: StopSignals) -> SweepOutcome:

@@ -2,6 +2,11 @@
 """``SweepSpec``, one typed and frozen sweep definition: its sections, the rules between them, and
 the values derived from it (folders, tracking URI, Optuna storage, effective epochs).
 
+A sweep *measures* (``purpose: measure``, the default: a table, every cell trained to the same
+budget, so no scheduler that stops trials and no drawn configurations) or *searches*
+(``purpose: search``: ASHA, random and Optuna allowed). A ``protocol`` section makes it two
+stages, screen then confirm (``sweeps.protocol``), whose stage specs are derived from this one.
+
 It is built by ``sweeps.loading`` (``load_spec`` from a YAML file, ``parse_spec`` from a mapping);
 its trials are expanded and checked by ``sweeps.trials``.
 """
@@ -12,7 +17,7 @@ import hashlib
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_validator
@@ -20,9 +25,19 @@ from pydantic import BaseModel, Field, PrivateAttr, field_validator, model_valid
 from haloae.config import HaloAEConfig
 from haloae.dotted import flatten
 from haloae.presets import PRESETS, VARIANTS
+from haloae.vocab import SWEEP_RAY_DIR
 from sweeps.domain import MODEL_CONFIG, config_key_problem
 from sweeps.errors import Problem, no_repeats, show, unknown
-from sweeps.sections import DataSpec, MlflowSpec, ObjectiveSpec, ResourcesSpec, SchedulerSpec, SearchSpec
+from sweeps.sections import (
+    DataSpec,
+    MlflowSpec,
+    ObjectiveSpec,
+    ProtocolSpec,
+    ResourcesSpec,
+    SchedulerSpec,
+    SearchSpec,
+    check_seeds,
+)
 from sweeps.trials import build_config, trial_grid
 
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -41,6 +56,7 @@ class SweepSpec(BaseModel):
     model_config = MODEL_CONFIG
     name: str
     description: str | None = None
+    purpose: Literal["measure", "search"] = "measure"
     data: DataSpec
     preset: str = "paper"
     overrides: dict[str, Any] = Field(default_factory=dict)  # fixed dotted config overrides
@@ -54,10 +70,13 @@ class SweepSpec(BaseModel):
     retries: int = Field(0, ge=0)
     storage: str = "runs/sweeps"  # local folder (made absolute by load_spec), s3://..., gs://...
     mlflow: MlflowSpec = Field(default_factory=MlflowSpec)
+    protocol: ProtocolSpec | None = None  # screen -> confirm (sweeps.protocol)
 
     _source: Path | None = PrivateAttr(None)
     _where: str | None = PrivateAttr(None)  # the path as the user gave it, for error messages
     _yaml_text: str = PrivateAttr("")
+    _stage: str | None = PrivateAttr(None)  # screen | confirm: a stage derived by sweeps.protocol
+    _definition_sha256: str | None = PrivateAttr(None)  # a stage's: the definition it came from
 
     # ------------------------------------------------------------------ field checks
     @model_validator(mode="before")
@@ -112,10 +131,7 @@ class SweepSpec(BaseModel):
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, seeds: list[int]) -> list[int]:
-        if not seeds:
-            raise ValueError("needs at least one seed")
-        no_repeats(seeds)
-        return seeds
+        return check_seeds(seeds)
 
     @field_validator("storage")
     @classmethod
@@ -127,6 +143,7 @@ class SweepSpec(BaseModel):
     # ------------------------------------------------------------------ rules between sections
     @model_validator(mode="after")
     def _cross_checks(self) -> SweepSpec:
+        self._purpose_rules()
         search, objective = self.search, self.objective
         if search.algorithm == "optuna":
             if objective.aggregate != "mean":
@@ -154,16 +171,74 @@ class SweepSpec(BaseModel):
         # the first trial of every variant must build: catches bad overrides and variant clashes early
         for variant in self.variants:
             self.check_trial_config(self.first_config(variant))
-        if self.scheduler.type == "asha":
-            max_t = self.max_t()
-            if self.scheduler.grace_period > max_t:
-                raise Problem(("scheduler", "grace_period"), f"{self.scheduler.grace_period} exceeds max_t={max_t}")
-            if self.scheduler.max_t is not None and self.scheduler.max_t > self.epochs():
-                raise Problem(
-                    ("scheduler", "max_t"),
-                    f"{self.scheduler.max_t} exceeds train.epochs={self.epochs()} (trials report once per epoch)",
-                )
+        if self.protocol is not None:
+            self._check_asha(self.protocol.screen.scheduler, ("protocol", "screen", "scheduler"))
+            self._protocol_rules(self.protocol)
+        else:
+            self._check_asha(self.scheduler, ("scheduler",))
+        if search.points is not None:
+            self._check_points(search.points)
         return self
+
+    def _purpose_rules(self) -> None:
+        """A measuring sweep trains every cell of its grid to the same budget."""
+        if self.purpose != "measure":
+            return
+        if self.protocol is not None:
+            raise Problem(("purpose",), "the two-stage protocol searches before it measures: set purpose: search "
+                          "(its confirm stage measures)")
+        if self.scheduler.type != "fifo":
+            raise Problem(("scheduler", "type"), f"{self.scheduler.type} stops trials early, so a measuring sweep "
+                          "(purpose: measure) would lose table cells; use fifo, purpose: search, or a protocol")
+        if self.search.algorithm != "grid":
+            raise Problem(("search", "algorithm"), f"{self.search.algorithm} draws configurations, but a measuring sweep "
+                          "(purpose: measure) is a grid over variants x categories x seeds; use grid, or purpose: search")
+
+    def _check_asha(self, scheduler: SchedulerSpec, path: tuple[str, ...]) -> None:
+        if scheduler.type != "asha":
+            return
+        max_t = self.max_t(scheduler)
+        if scheduler.grace_period > max_t:
+            raise Problem((*path, "grace_period"), f"{scheduler.grace_period} exceeds max_t={max_t}")
+        if scheduler.max_t is not None and scheduler.max_t > self.epochs():
+            raise Problem(
+                (*path, "max_t"), f"{scheduler.max_t} exceeds train.epochs={self.epochs()} (trials report once per epoch)"
+            )
+
+    def _protocol_rules(self, protocol: ProtocolSpec) -> None:
+        for given in ("scheduler", "seeds"):
+            if given in self.model_fields_set:
+                raise Problem((given,), f"with a protocol, each stage has its own: set protocol.screen.{given} "
+                              f"(and protocol.confirm.seeds)")
+        if self.search.algorithm != "grid":
+            raise Problem(("search", "algorithm"), f"the protocol screens a grid (the confirm stage re-runs its points); "
+                          f"got {self.search.algorithm}")
+        if protocol.confirm.select == "per_category" and self.objective.aggregate == "mean":
+            raise Problem(("protocol", "confirm", "select"), "per_category needs objective.aggregate: per_category "
+                          "(with mean a screen trial scores every category together)")
+        configurations = self.configurations()
+        if protocol.confirm.top_k > len(configurations):
+            raise Problem(("protocol", "confirm", "top_k"), f"{protocol.confirm.top_k} exceeds the {len(configurations)} "
+                          "configurations of the grid: nothing would be screened out")
+
+    def _check_points(self, points: list[dict[str, Any]]) -> None:
+        known = {"variant": self.variants, "category": self.categories()}
+        for i, point in enumerate(points):
+            if "category" in point and self.objective.aggregate == "mean":
+                raise Problem(("search", "points", i, "category"), "only with objective.aggregate: per_category")
+            if "variant" not in point and len(self.variants) > 1:
+                raise Problem(("search", "points", i), "fixes no variant")
+            for key, values in known.items():
+                if key in point and point[key] not in values:
+                    raise Problem(("search", "points", i, key), unknown(key, point[key], values))
+
+    def configurations(self) -> list[dict[str, Any]]:
+        """The grid's distinct configurations: its trial parameters without category and seed."""
+        found: dict[str, dict[str, Any]] = {}
+        for row in trial_grid(self):
+            config = {k: v for k, v in row.items() if k not in ("category", "seed")}
+            found.setdefault(repr(sorted(config.items())), config)
+        return list(found.values())
 
     def first_config(self, variant: str | None = None) -> HaloAEConfig:
         """The config of a variant's first trial (first value / low bound of every domain)."""
@@ -206,7 +281,24 @@ class SweepSpec(BaseModel):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, default_flow_style=None)
 
     def sha256(self) -> str:
-        return hashlib.sha256(self.canonical_yaml().encode()).hexdigest()
+        """Of the canonical YAML; a protocol stage's is its definition's (they share one parent run)."""
+        return self._definition_sha256 or hashlib.sha256(self.canonical_yaml().encode()).hexdigest()
+
+    def as_stage(self, definition: SweepSpec, stage: str) -> SweepSpec:
+        """This spec, derived from ``definition`` by ``sweeps.protocol``, marked as its ``stage``: it
+        keeps the definition's file, text and sha256 (one parent run) and has its own Tune folder."""
+        self._source, self._where, self._yaml_text = definition.source, definition.where(), definition.yaml_text
+        self._stage, self._definition_sha256 = stage, definition.sha256()
+        return self
+
+    @property
+    def stage(self) -> str | None:
+        """``screen`` or ``confirm`` for a stage derived by ``sweeps.protocol``; None otherwise."""
+        return self._stage
+
+    def tune_dir_name(self) -> str:
+        """Tune's experiment folder under the sweep folder (what --resume restores): one per stage."""
+        return SWEEP_RAY_DIR if self._stage is None else f"{SWEEP_RAY_DIR}-{self._stage}"
 
     def __eq__(self, other: object) -> bool:
         # source and yaml_text say where a definition came from, not what it is
@@ -254,10 +346,11 @@ class SweepSpec(BaseModel):
         """Effective ``train.epochs`` (preset + variant + overrides; the first value if searched)."""
         return self.first_config().train.epochs
 
-    def max_t(self) -> int:
-        """ASHA's max_t: given, or the most epochs any trial trains."""
-        if self.scheduler.max_t is not None:
-            return self.scheduler.max_t
+    def max_t(self, scheduler: SchedulerSpec | None = None) -> int:
+        """ASHA's max_t (of ``scheduler``, default the sweep's): given, or the most epochs any trial trains."""
+        scheduler = scheduler or self.scheduler
+        if scheduler.max_t is not None:
+            return scheduler.max_t
         searched = self.search.space.get("train.epochs")
         return int(max(searched.values)) if searched is not None else self.epochs()
 

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """The sections of a sweep definition as pydantic models: data, alpha search, search, scheduler,
-objective, resources, MLflow. Each checks its own fields; rules between sections live in
-``sweeps.schema.SweepSpec``.
+objective, resources, MLflow, the two-stage protocol. Each checks its own fields; rules between
+sections live in ``sweeps.schema.SweepSpec``.
 """
 
 from __future__ import annotations
@@ -183,6 +183,9 @@ class SearchSpec(BaseModel):
     space: dict[str, Domain] = Field(default_factory=dict)  # dotted config key -> domain
     alpha: AlphaSearch | None = None  # optuna only
     storage: str | None = None  # optuna RDB URL; default sqlite:///<sweep_dir>/optuna.db
+    # grid only: run just these configurations of the grid (each fixes variant and every space key,
+    # optionally category; the rest of the grid expands): the protocol's confirm stage
+    points: list[dict[str, Any]] | None = None
 
     @field_validator("space", mode="before")
     @classmethod
@@ -215,7 +218,30 @@ class SearchSpec(BaseModel):
             clash = sorted(set(self.alpha.keys()) & set(self.space))
             if clash:
                 raise Problem(("space", clash[0]), "also searched by search.alpha: search it in one place")
+        if self.points is not None:
+            self._check_points()
         return self
+
+    def _check_points(self) -> None:
+        if self.algorithm != "grid" or self.num_samples != 1:
+            raise Problem(("points",), "only for algorithm grid with num_samples 1")
+        if not self.points:
+            raise Problem(("points",), "needs at least one configuration")
+        for i, point in enumerate(self.points):
+            missing = sorted(set(self.space) - set(point))
+            if missing:
+                raise Problem(("points", i), f"fixes no value of search.space.{missing[0]}")
+            for key, value in point.items():
+                if key in ("variant", "category"):
+                    continue  # checked against the sweep's variants and categories by SweepSpec
+                if key not in self.space:
+                    raise Problem(("points", i, key), "not a search.space key, variant or category")
+                if value not in self.space[key].values:
+                    raise Problem(("points", i, key), f"{show(value)} is not among its values {self.space[key].describe()}")
+
+    def tune_samples(self) -> int:
+        """Tune's ``num_samples``: one per point (each expands over what it leaves open), else num_samples."""
+        return len(self.points) if self.points else self.num_samples
 
     @property
     def effective_sampler(self) -> str | None:
@@ -240,6 +266,51 @@ class SchedulerSpec(BaseModel):
     @model_serializer(mode="wrap")
     def _without_unused_knobs(self, handler: Any) -> dict[str, Any]:
         return {"type": "fifo"} if self.type == "fifo" else handler(self)  # fifo refuses asha knobs
+
+
+def check_seeds(seeds: list[int]) -> list[int]:
+    """A list of seeds: not empty, no repeats."""
+    if not seeds:
+        raise ValueError("needs at least one seed")
+    no_repeats(seeds)
+    return seeds
+
+
+class ScreenStage(BaseModel):
+    """The protocol's first stage: every configuration of the grid on a few seeds, stopped early by
+    its scheduler (ASHA by default)."""
+
+    model_config = MODEL_CONFIG
+    scheduler: SchedulerSpec = Field(default_factory=lambda: SchedulerSpec(type="asha"))
+    seeds: list[int] = Field(default_factory=lambda: [0])
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int]) -> list[int]:
+        return check_seeds(seeds)
+
+
+class ConfirmStage(BaseModel):
+    """The protocol's second stage: the ``top_k`` configurations of the screen stage by the validation
+    objective, per category or overall, each re-run with every seed to the full budget (FIFO)."""
+
+    model_config = MODEL_CONFIG
+    top_k: int = Field(ge=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    select: Literal["overall", "per_category"] = "overall"
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int]) -> list[int]:
+        return check_seeds(seeds)
+
+
+class ProtocolSpec(BaseModel):
+    """Screen then confirm (Bouthillier et al. 2021), run by ``sweeps.protocol`` as one sweep."""
+
+    model_config = MODEL_CONFIG
+    screen: ScreenStage = Field(default_factory=ScreenStage)
+    confirm: ConfirmStage
 
 
 class ObjectiveSpec(BaseModel):

@@ -6,8 +6,8 @@ SIGUSR1): the trials are stopped, the experiment state is saved for ``--resume``
 returns; the runner then ends the MLflow runs KILLED and raises ``SweepInterrupted``, which the CLI
 turns into exit code 128 + signal (130 for SIGINT, 143 for SIGTERM). Outside ``fit``, or on a
 second signal, ``SweepInterrupted`` is raised at once. Tune's own SIGINT handler is switched off
-(``TUNE_DISABLE_SIGINT_HANDLER``) so that SIGINT and SIGTERM take the same path. Enter it after
-``ray.init``: Ray's core worker installs its own SIGTERM handler there, which aborts the driver.
+(``TUNE_DISABLE_SIGINT_HANDLER``) so that SIGINT and SIGTERM take the same path. ``install`` again
+after ``ray.init``: Ray's core worker installs its own SIGTERM handler there, which aborts the driver.
 """
 
 from __future__ import annotations
@@ -52,8 +52,7 @@ class StopSignals:
     def __enter__(self) -> StopSignals:
         for signum in (*STOP_SIGNALS, TUNE_STOP_SIGNAL):
             self._previous[signum] = signal.getsignal(signum)
-        for signum in STOP_SIGNALS:
-            signal.signal(signum, self._on_signal)
+        self.install()
         self._previous_env = os.environ.get(TUNE_SIGINT_ENV)
         os.environ[TUNE_SIGINT_ENV] = "1"
         return self
@@ -65,6 +64,11 @@ class StopSignals:
             os.environ.pop(TUNE_SIGINT_ENV, None)
         else:
             os.environ[TUNE_SIGINT_ENV] = self._previous_env
+
+    def install(self) -> None:
+        """(Re)installs the handlers: ``ray.init`` replaces the SIGTERM one."""
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._on_signal)
 
     @contextmanager
     def fitting(self) -> Iterator[None]:

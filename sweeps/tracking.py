@@ -3,7 +3,8 @@
 
     parent run   one per sweep: tags sweep, spec_sha256, haloae.role=parent, haloae.varied; spec.yaml
     child run    one per (trial, category, seed): tags sweep, trial_id, category, variant, seed,
-                 data_root, haloae.role=trial, mlflow.parentRunId; params = the flattened config
+                 data_root, haloae.role=trial, mlflow.parentRunId (haloae.stage in a two-stage
+                 sweep: screen | confirm); params = the flattened config
                  (each knob under its dotted name, as in the YAML); per-epoch metrics (step =
                  epoch); final val/* and test/* metrics; artifacts config.json, metrics.json,
                  alpha_schedule.png, overlays/, checkpoint/best.pt
@@ -51,6 +52,7 @@ from haloae.vocab import (
     TAG_ROLE,
     TAG_SEED,
     TAG_SPEC_SHA256,
+    TAG_STAGE,
     TAG_STOPPED_BY,
     TAG_SWEEP,
     TAG_TRIAL_ID,
@@ -207,6 +209,7 @@ class TrialRun:
         seed: int,
         cfg: HaloAEConfig,
         data_root: str,
+        stage: str | None = None,
     ) -> None:
         self.mlf = client(tracking_uri)
         exp_id = experiment_id(self.mlf, experiment)
@@ -223,6 +226,7 @@ class TrialRun:
                 TAG_VARIANT: cfg.variant,
                 TAG_DATA_ROOT: data_root,
                 TAG_PARENT_RUN: parent_run_id,
+                **({TAG_STAGE: stage} if stage else {}),
             }
             run = self.mlf.create_run(exp_id, tags=tags, run_name=f"{trial_id}-{category}-s{seed}")
             self.run_id = run.info.run_id

@@ -111,7 +111,7 @@ def run_trial(config: dict[str, Any], spec: SweepSpec, parent_run_id: str) -> No
         out_dir = work / f"{category}-s{seed}"
         run = TrialRun(
             spec.tracking_uri(), spec.experiment_name(), parent_run_id, spec.name, trial_id,
-            category, seed, cfg, str(spec.data_root()),
+            category, seed, cfg, str(spec.data_root()), stage=spec.stage,
         )
         run.tag_node(_node_id())
         units.append((cfg, data, out_dir, run))

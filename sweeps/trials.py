@@ -115,7 +115,8 @@ def enumerated_keys(spec: SweepSpec) -> list[str]:
 
 def trial_grid(spec: SweepSpec) -> list[dict[str, Any]]:
     """The enumerated part of the trials: variant x (category x seed with aggregate per_category) x
-    enumerated space values, as trial-parameter dicts. Drawn keys are absent (see ``search_domains``)."""
+    enumerated space values, as trial-parameter dicts, only those of ``search.points`` when given.
+    Drawn keys are absent (see ``search_domains``)."""
     dims: list[tuple[str, list[Any]]] = []
     if spec.search.algorithm != "optuna" or len(spec.variants) == 1 or spec.search.effective_sampler == "grid":
         dims.append(("variant", list(spec.variants)))
@@ -123,7 +124,11 @@ def trial_grid(spec: SweepSpec) -> list[dict[str, Any]]:
         dims += [("category", spec.categories()), ("seed", list(spec.seeds))]
     dims += [(k, list(spec.search.space[k].values)) for k in enumerated_keys(spec)]
     names = [name for name, _ in dims]
-    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(values for _, values in dims))]
+    rows = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(values for _, values in dims))]
+    points = spec.search.points
+    if points:  # only the rows of these configurations (the protocol's confirm stage)
+        rows = [row for row in rows if any(all(row.get(k) == v for k, v in p.items()) for p in points)]
+    return rows
 
 
 def count_trials(spec: SweepSpec) -> int:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.critical_difference import blocks, critical_difference
+from analysis.critical_difference import blocks, critical_difference, sweep_critical_difference
 
 METRIC = "test/image_auroc"
 CATEGORIES = ("synth_brick", "synth_disc", "synth_grid", "synth_ring", "synth_weave", "synth_blob")
@@ -57,3 +57,13 @@ def test_all_tied_configurations_still_draw_and_say_so(tmp_path):
     frame = runs({"a": 0.0, "b": 0.0, "c": 0.0}, noise=0.0)
     result = critical_difference(frame, METRIC, tmp_path, formats=("png",))
     assert result.paths and "no configuration differs" in result.message
+
+
+def test_a_sweeps_diagram_ranks_its_finished_configurations(tmp_path):
+    frame = runs({"haloae": 0.06, "equal_weights": 0.0, "uncertainty_weighting": 0.03}).rename(columns={"config": "variant"})
+    failed = frame.iloc[:1].assign(status="FAILED", **{METRIC: 0.0})
+    frame = pd.concat([frame.assign(status="FINISHED"), failed], ignore_index=True)
+    frame.attrs["varied"] = ["variant"]
+    result = sweep_critical_difference(frame, tmp_path)
+    assert [p.name for p in result.paths] == ["cd_test-image_auroc.png", "cd_test-image_auroc.pdf", "cd_test-image_auroc.svg"]
+    assert min(result.mean_ranks, key=result.mean_ranks.get).startswith("L_T(t)")  # haloae's label ranks first

@@ -111,3 +111,10 @@ def test_from_mlflow_the_statistics_are_those_of_the_logged_values(tmp_path):
     from_mlflow, by_hand = sweep_statistics(runs), sweep_statistics(frame_of(trials))
     assert from_mlflow.table.equals(by_hand.table) and from_mlflow.caption == by_hand.caption
     assert from_mlflow.correlation.table.equals(by_hand.correlation.table)
+
+
+def test_one_configuration_has_intervals_but_no_paired_test():
+    frame = frame_of([t for t in fake_trials() if t.cfg.variant == FAKE_VARIANTS[0]])
+    result = sweep_statistics(frame)
+    assert result.comparisons == [] and result.ranking.best is None
+    assert "No paired test" in result.caption and result.table.loc[result.reference, "Mean"].count("±") == 1

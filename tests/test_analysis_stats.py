@@ -20,7 +20,6 @@ from analysis.stats import (
     holm,
     interval_caption,
     rank_rows,
-    seed_interval,
     t_interval,
 )
 
@@ -77,15 +76,6 @@ def test_equal_values_give_a_zero_width_interval():
     interval = t_interval([0.5, 0.5, 0.5])
     assert (interval.low, interval.high) == (pytest.approx(0.5), pytest.approx(0.5))
     assert format_interval(interval, common_n=3) == "50.0 ± 0.0"
-
-
-def test_seed_interval_averages_the_runs_of_a_seed_first():
-    values = pd.Series([0.8, 0.9, 0.6, 0.7])
-    seeds = pd.Series([0, 0, 1, 2])  # seed 0 ran twice
-    per_seed = [0.85, 0.6, 0.7]
-    expected = stats.t.interval(0.95, 2, loc=np.mean(per_seed), scale=stats.sem(per_seed))
-    interval = seed_interval(values, seeds)
-    assert interval.n == 3 and (interval.low, interval.high) == (pytest.approx(expected[0]), pytest.approx(expected[1]))
 
 
 def test_format_interval_marks_a_differing_n_and_the_caption_says_t():

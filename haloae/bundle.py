@@ -32,11 +32,12 @@ import torch
 from PIL import Image
 
 from haloae.checkpoint import CheckpointError, atomic_save, read_checkpoint, rebuild
+from haloae.choices import AUTO_SCORING
 from haloae.data import IMAGENET_MEAN, IMAGENET_STD, normalize
 from haloae.errors import DatasetError, InputError
 from haloae.images import load_image
 from haloae.model import HaloAE
-from haloae.scoring import DEFAULT_SCORING, AnomalyScorer, available_scorings
+from haloae.scoring import AnomalyScorer, available_scorings, pick_scoring
 
 FORMAT = "haloae-bundle"
 VERSION = 2  # 1: without the files' sha256
@@ -54,13 +55,12 @@ class PredictResult(NamedTuple):
     decisions: torch.Tensor  # (N,) bool: score > threshold
 
 
-def choose_scoring(available: Sequence[str]) -> str:
-    """The scoring evaluation reports without prefix: the paper's, else the first in sorted order."""
-    if DEFAULT_SCORING in available:
-        return DEFAULT_SCORING
-    if not available:
+def choose_scoring(available: Sequence[str], requested: str = AUTO_SCORING) -> str:
+    """The scoring evaluation reports without prefix (``scoring.pick_scoring`` of ``eval.scoring``)."""
+    chosen = pick_scoring(available, requested)
+    if chosen is None:
         raise BundleError("the model produces no anomaly scoring (no fm, image decoder or classifier)")
-    return sorted(available)[0]
+    return chosen
 
 
 # ---------------------------------------------------------------------- images in
@@ -112,7 +112,7 @@ class Predictor:
         self.model, self.scorer = model.eval(), scorer
         self.device = next(iter(model.parameters()), torch.empty(0)).device
         self.image_size = model.cfg.model.image_size
-        self.scoring = scoring or choose_scoring(self.available_scorings())
+        self.scoring = scoring or choose_scoring(self.available_scorings(), model.cfg.eval.scoring)
         self.threshold = float(threshold)
         self.info = dict(info or {})
         self.batch_size = batch_size

@@ -18,7 +18,7 @@ RECONSTRUCTIONS = ("mse+ssim", "mse", "ssim")  # loss.reconstruction
 OPTIMIZERS = ("adam", "adamw", "sgd")  # optim.name
 DEVICES = ("auto", "cpu", "cuda")  # train.device
 IMAGE_SCORES = ("mean", "max")  # eval.image_score
-PRECISIONS = ("bf16", "fp32")  # train.precision: the model's autocast dtype (the losses are always fp32)
+PRECISIONS = ("bf16", "fp32")  # train.precision: the model's autocast dtype on CUDA (the losses are always fp32)
 PADDINGS = ("zeros", "reflect_published")  # model.backbone.padding: torchvision's VGG19 | the authors' DFR copy
 # The Table S1 scorings (haloae.scoring), and AE-SSIM's own (Bergmann et al.: 1 - local SSIM);
 # eval.scoring picks the one reported without prefix, "auto" the paper's where the model has it.

@@ -135,8 +135,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     val_fraction: float = 0.2  # train/good images held out for validation
-    # autocast dtype of the model's forward on any device: bf16 (fast on GPUs) or fp32 (none).
-    # The losses are always computed in fp32 (haloae.losses): SSIM's variances cancel in bf16.
+    # The model's forward on CUDA: bf16 (autocast, for speed) or fp32 (no autocast). CPU runs are
+    # always fp32 (bf16 autocast is slower there). The losses are always fp32 (haloae.losses):
+    # SSIM's variances cancel in bf16.
     precision: str = "bf16"
 
 

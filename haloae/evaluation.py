@@ -24,8 +24,8 @@ from haloae.data import EvalSet, normalize
 from haloae.errors import InputError
 from haloae.metrics import evaluate_maps, image_auroc
 from haloae.model import HaloAE, HaloAEOutput
-from haloae.scoring import AnomalyScorer, fm_error_map, im_error_map
-from haloae.vocab import DEFAULT_SCORING, TEST, VAL
+from haloae.scoring import AnomalyScorer, fm_error_map, im_error_map, pick_scoring
+from haloae.vocab import TEST, VAL
 
 
 class NonFiniteScoreError(InputError):
@@ -88,8 +88,8 @@ def evaluate(
 ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """Every available Table S1 scoring on one image set -> flat ``<split>/...`` metrics (floats).
 
-    The default scoring's metrics are also given without the scoring prefix
-    (``test/image_auroc`` = ``test/afm_norm_filter/image_auroc``). ``image_score``
+    The metrics of the model's ``eval.scoring`` (``scoring.pick_scoring``) are also given without
+    the scoring prefix (``test/image_auroc`` = ``test/afm_norm_filter/image_auroc``). ``image_score``
     (``eval.image_score``) is the map reduction behind ``image_auroc`` and the per-defect AUROCs;
     both reductions are always reported as ``image_auroc_mean`` and ``image_auroc_max``.
     Raises ``NonFiniteScoreError`` when any image's score is NaN or infinite.
@@ -115,11 +115,13 @@ def evaluate(
     for scoring in sorted({k.removesuffix("_max") for k in all_scores}):
         mean, peak = all_scores[scoring], all_scores.get(f"{scoring}_max")  # (N,) each; cls has no max
         chosen = peak if image_score == "max" and peak is not None else mean
-        result = evaluate_maps(data.labels, data.masks, data.defects, all_maps.get(scoring), chosen, peak)
+        result = evaluate_maps(
+            data.labels, data.masks, data.defects, all_maps.get(scoring), chosen, peak, pixel_size=model.cfg.eval.pixel_size
+        )
         if peak is not None:
             result["image_auroc_mean"] = image_auroc(data.labels, mean)
         metrics.update({f"{split}/{scoring}/{k}": float(v) for k, v in result.items()})
-    default = DEFAULT_SCORING if DEFAULT_SCORING in all_scores else next(iter(sorted(all_scores)), None)
+    default = pick_scoring(sorted({k.removesuffix("_max") for k in all_scores}), model.cfg.eval.scoring)
     if default is not None:
         prefix = f"{split}/{default}/"
         metrics.update({f"{split}/{k.removeprefix(prefix)}": v for k, v in list(metrics.items()) if k.startswith(prefix)})

@@ -72,6 +72,21 @@ def _pixel_arrays(masks: ArrayLike, maps: ArrayLike) -> tuple[np.ndarray, np.nda
     return m > 0.5, a[:, 0].cpu().numpy()
 
 
+def at_pixel_size(masks: ArrayLike, maps: ArrayLike, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masks and maps resized to ``size`` x ``size`` for the pixel metrics (``eval.pixel_size``), as the
+    authors' ``scores.py`` at 128 px: both bilinearly; a pixel is anomalous where its resized mask is > 0."""
+    if size < 1:
+        raise ValueError(f"at_pixel_size: size must be >= 1, got {size}")
+    m = torch.as_tensor(_numpy(masks)).float()
+    a = (maps if isinstance(maps, torch.Tensor) else torch.as_tensor(np.asarray(maps))).detach().float()
+    m, a = (m[:, None] if m.dim() == 3 else m), (a[:, None] if a.dim() == 3 else a)  # (N, 1, H, W), (N, 1, h, w)
+
+    def resize(t: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
+
+    return (resize(m) > 0).float(), resize(a)  # (N, 1, size, size) each
+
+
 def pixel_auroc(masks: ArrayLike, maps: ArrayLike) -> float:
     """Pixel-wise ROC AUC over all pixels of all images, at the masks' resolution (masks > 0.5)."""
     m, a = _pixel_arrays(masks, maps)
@@ -181,6 +196,7 @@ def evaluate_maps(
     *,
     fpr_limit: float = 0.3,
     num_thresholds: int | None = None,
+    pixel_size: int = 0,
 ) -> dict[str, float]:
     """Every metric of one scoring as a flat dict (fractions in [0, 1], NaN if undefined).
 
@@ -188,7 +204,8 @@ def evaluate_maps(
     the map means), ``scores_max`` (N,) (default: the map maxima). Keys: ``image_auroc``,
     ``image_auroc_max``, ``pixel_auroc``, ``aupro``, ``defect/<defect>/image_auroc`` (from
     ``scores``). Keys whose input is None (e.g. no map for the ``cls`` scoring, no masks) are
-    left out.
+    left out. ``pixel_size`` (``eval.pixel_size``): the pixel metrics at that side
+    (``at_pixel_size``); 0 = at the masks' resolution, maps resized to it.
     """
     if maps is None and scores is None:
         raise ValueError("evaluate_maps: needs maps, scores or both")
@@ -202,6 +219,8 @@ def evaluate_maps(
         max_scores = _numpy(scores_max) if scores_max is not None else per_image.amax(1).cpu().numpy()  # type: ignore[union-attr]
         out["image_auroc_max"] = image_auroc(labels, max_scores)
     if maps is not None and masks is not None:
+        if pixel_size:
+            masks, maps = at_pixel_size(masks, maps, pixel_size)
         out["pixel_auroc"] = pixel_auroc(masks, maps)
         out["aupro"] = aupro(masks, maps, fpr_limit, num_thresholds)
     if defects is not None:

@@ -276,7 +276,8 @@ class HaloAE(nn.Module):
             encoder, decoder = ae.encoder, ae.decoder
         else:
             backbone = FeatureExtractor(
-                bb.name, bb.layers, bb.weights, image_size=m.image_size, pool=bb.pool, standardize=bb.standardize
+                bb.name, bb.layers, bb.weights, image_size=m.image_size, pool=bb.pool, standardize=bb.standardize,
+                padding=bb.padding,
             )
             channels, side = backbone.out_channels, cfg.fm_size
             if m.arch == "block_c_cnn":

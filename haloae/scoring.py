@@ -6,6 +6,8 @@ error, a monotone function of the per-position L2 norm of the paper):
 
     A_fm = mean_c (fm - fm_hat)**2      (B, 1, h, w)   feature-map resolution (64x64)
     A_im = mean_c (im - im_hat)**2      (B, 1, S, S)   image resolution (256x256)
+    A_im_SSIM = 1 - mean_c SSIM(im, im_hat)   (B, 1, S, S)   AE-SSIM's map (Bergmann et al., 2019:
+                                        1 - the local SSIM, window 11, sigma 1.5; no post-processing)
 
 Post-processing (Fig. S1, ``scores.py``), in this order and at the raw map's own resolution:
 
@@ -18,6 +20,10 @@ Image score = mean of the map (``<scoring>``) or its max (``<scoring>_max``). Ta
 ``L_cls`` column is the classifier: its score is the softmax probability of class 1 (CutPaste-like);
 the original instead ranked images by the cross-entropy against their *true* label, which uses the
 test labels.
+
+``eval.scoring`` picks the scoring reported without prefix (``pick_scoring``): ``auto`` is the
+paper's ``afm_norm_filter`` where the model has it; the ``cls_only`` row of Table 3 uses ``cls``
+(the paper's footnote 5) and AE-SSIM its SSIM map.
 
 Defect 2 of the original: its "mean training map" came from the *test* set's good images. Here
 ``fit`` must be given maps of train/good images only; nothing from the test set is used.
@@ -34,14 +40,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from haloae.losses import gaussian_window
+from haloae.choices import AUTO_SCORING, SCORINGS
+from haloae.losses import gaussian_window, ssim
 from haloae.model import HaloAEOutput
 from haloae.vocab import DEFAULT_SCORING as DEFAULT_SCORING  # the scoring evaluation reports unprefixed
 
-SCORINGS = ("cls", "aim_norm_filter", "afm", "afm_norm", "afm_norm_filter")
 SCORING_LABELS = {
     "cls": "L_cls",
     "aim_norm_filter": "A_im_N+filter",
+    "aim_ssim": "1-SSIM_im",
     "afm": "A_fm",
     "afm_norm": "A_fm_N",
     "afm_norm_filter": "A_fm_N+filter",
@@ -74,6 +81,13 @@ def im_error_map(images: torch.Tensor, im_hat: torch.Tensor) -> torch.Tensor:
     return (images - im_hat).pow(2).mean(dim=1, keepdim=True)  # (B, 1, S, S)
 
 
+def im_ssim_map(images: torch.Tensor, im_hat: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """AE-SSIM's anomaly map (Bergmann et al., 2019): ``1 - SSIM``, channel mean, ``(B, 3, S, S)`` -> ``(B, 1, S, S)``."""
+    if images.shape != im_hat.shape:
+        raise ValueError(f"im_ssim_map: images {tuple(images.shape)} and im_hat {tuple(im_hat.shape)} differ")
+    return 1.0 - ssim(images, im_hat, window, sigma, reduction="none").mean(dim=1, keepdim=True)  # (B, 1, S, S)
+
+
 def gaussian_blur(maps: torch.Tensor, size: int = 3, sigma: float = 0.8) -> torch.Tensor:
     """``size`` x ``size`` Gaussian blur of ``(B, 1, H, W)`` maps with reflect padding (cv2's default)."""
     if size == 1:
@@ -91,10 +105,23 @@ def available_scorings(out: HaloAEOutput) -> tuple[str, ...]:
     if out.logits is not None:
         names.append("cls")
     if out.im_hat is not None:
-        names.append("aim_norm_filter")
+        names += ["aim_norm_filter", "aim_ssim"]
     if out.fm is not None and out.fm_hat is not None:
         names += ["afm", "afm_norm", "afm_norm_filter"]
     return tuple(names)
+
+
+def pick_scoring(available: Sequence[str], requested: str = AUTO_SCORING) -> str | None:
+    """The scoring reported without prefix (``eval.scoring``): ``requested`` when the model has it;
+    for ``auto`` the paper's (``DEFAULT_SCORING``) where available, else the first in sorted order.
+    None when nothing is available; a requested scoring the model lacks is a ``ValueError``."""
+    if requested != AUTO_SCORING:
+        if requested not in available:
+            raise ValueError(f"eval.scoring: the model does not report {requested!r}; it reports {', '.join(available)}")
+        return requested
+    if DEFAULT_SCORING in available:
+        return DEFAULT_SCORING
+    return min(available, default=None)
 
 
 # ---------------------------------------------------------------------- scorer
@@ -215,6 +242,10 @@ class AnomalyScorer(nn.Module):
         fm_raw, im_raw = self.raw_maps(out, images) if wanted else (None, None)
         result: dict[str, torch.Tensor] = {}
         for scoring in wanted:
+            if scoring == "aim_ssim":
+                assert out.im_hat is not None
+                result[scoring] = im_ssim_map(images, out.im_hat)  # (B, 1, S, S), as Bergmann et al.: raw
+                continue
             if scoring == "aim_norm_filter":
                 assert im_raw is not None
                 raw, mean = im_raw, self.mean_im_map

@@ -32,19 +32,19 @@ import torch
 
 from haloae.category_data import CategoryData
 from haloae.checkpoint import load_checkpoint, read_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from haloae.choices import AUTO_SCORING
 from haloae.config import HaloAEConfig
 from haloae.data import EvalSet, TrainDataset, normalize
 from haloae.errors import InputError
 from haloae.evaluation import FeatureCache, evaluate, evaluate_splits, fit_scorer
 from haloae.losses import HaloAELoss
 from haloae.model import HaloAE
-from haloae.scoring import AnomalyScorer
+from haloae.scoring import AnomalyScorer, pick_scoring
 from haloae.vocab import (
     BEST_EPOCH,
     BEST_FILE,
     CHECKPOINT_FILE,
     DEFAULT_OBJECTIVE,
-    DEFAULT_SCORING,
     METRICS_FILE,
     OVERLAYS_DIR,
     VAL,
@@ -128,9 +128,11 @@ def train_step(model, criterion, optimizer, images: torch.Tensor, n_originals: i
     return parts
 
 
-def autocast_for(device: torch.device):
-    """bf16 autocast on CUDA (as the issue asks), a no-op context elsewhere."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+def autocast_for(device: torch.device, precision: str = "bf16"):
+    """``train.precision``: bf16 autocast on CUDA for ``bf16``; a no-op context for ``fp32`` and off CUDA."""
+    if device.type == "cuda" and precision == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def fit_standardization(model: HaloAE, good: EvalSet, device, batch_size: int) -> None:
@@ -197,7 +199,7 @@ def fit_epochs(
     else:
         fit_standardization(model, data.train_good, device, eval_batch_size)
     cache = FeatureCache(model, device, eval_batch_size)
-    autocast = autocast_for(device)
+    autocast = autocast_for(device, cfg.train.precision)
     bar = _progress(progress, cfg.train.epochs, start_epoch, data.category)
     for epoch in range(start_epoch, cfg.train.epochs):
         t0 = time.perf_counter()
@@ -301,8 +303,9 @@ def finish(out: Path, data: CategoryData, device, eval_batch_size: int = 16) -> 
     if maps:
         from haloae.overlay import save_overlays
 
-        default = DEFAULT_SCORING if DEFAULT_SCORING in maps else next(iter(maps))
-        save_overlays(data.test, maps[default], out / OVERLAYS_DIR, limit=6)
+        scoring = model.cfg.eval.scoring  # the run's image score; cls has no map: then the default map
+        save_overlays(data.test, maps[pick_scoring(list(maps), scoring if scoring in maps else AUTO_SCORING)],
+                      out / OVERLAYS_DIR, limit=6)
     return FitResult(out, best["epoch"], metrics)
 
 

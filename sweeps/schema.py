@@ -363,13 +363,7 @@ def scorings_for(cfg: HaloAEConfig) -> tuple[str, ...]:
     """The Table S1 scorings a configuration's model reports, as ``haloae.scoring.available_scorings``
     derives them from its output: image AEs have only im_hat; others have fm and fm_hat, plus
     im_hat with the image decoder and logits with the classifier."""
-    m = cfg.model
-    if m.arch in ("ae_l2", "ae_ssim"):
-        return ("aim_norm_filter",)
-    names = ["cls"] if m.classifier else []
-    if m.image_decoder:
-        names.append("aim_norm_filter")
-    return (*names, "afm", "afm_norm", "afm_norm_filter")
+    return cfg.scorings
 
 
 def _given_twice(key: str) -> None:

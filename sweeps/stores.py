@@ -9,7 +9,11 @@ client therefore opens it with
 
 - the WAL journal (readers and the one writer no longer block each other; a property of the
   file, set once; not on network filesystems, where WAL's shared memory does not work), and
-- a busy timeout of ``SQLITE_BUSY_TIMEOUT_S``: sqlite's own bounded retry loop on the lock.
+- a busy timeout of ``SQLITE_BUSY_TIMEOUT_S``: sqlite's own bounded retry loop on the lock, and
+- up to ``SQLITE_ATTEMPTS`` attempts of a logging call that still fails with "database is locked"
+  (two transactions that both read before they write deadlock, and sqlite fails one at once
+  instead of waiting; the failed call was rolled back, so it is repeated whole, after a jittered
+  back-off).
 
 Beyond ``SQLITE_WRITERS_HELD`` concurrent trials (measured) the sweep is warned to use an MLflow
 server (``cluster/mlflow/start-server.sh``, PostgreSQL), which held 64 writers without a loss.
@@ -19,15 +23,21 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import random
 import sqlite3
 import sys
+import time
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 
+from mlflow.tracking import MlflowClient
+
 from sweeps.schema import SweepSpec
 
-SQLITE_BUSY_TIMEOUT_S = 120  # a writer queues this long for the lock before "database is locked"
+SQLITE_BUSY_TIMEOUT_S = 60  # a writer queues this long for the lock before "database is locked"
+SQLITE_ATTEMPTS = 6  # of one logging call, with back-offs of about 0.5, 1, 2, 4, 8 s between them
+LOCKED = "database is locked"
 SQLITE_WRITERS_HELD = 16  # concurrent trials on one sqlite file with these settings, 0 values lost
 # WAL needs shared memory between the processes of one host: not on these
 NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "beegfs", "ceph", "fuse.sshfs", "9p"})
@@ -38,6 +48,38 @@ def sqlite_path(tracking_uri: str) -> Path | None:
     if not tracking_uri.startswith("sqlite:///"):
         return None
     return Path(urllib.parse.urlsplit(tracking_uri).path)
+
+
+def writer_client(tracking_uri: str) -> MlflowClient:
+    """The client a trial (or the driver) writes with: for a sqlite file, opened by ``store_uri``
+    and repeating a call that hit a locked database; any other store's plain ``MlflowClient``."""
+    client = MlflowClient(tracking_uri=store_uri(tracking_uri))
+    return _RetryingClient(client) if sqlite_path(tracking_uri) is not None else client
+
+
+class _RetryingClient:
+    """An ``MlflowClient`` whose methods are attempted ``SQLITE_ATTEMPTS`` times on a locked database."""
+
+    def __init__(self, client: MlflowClient) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str):
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        @functools.wraps(attribute)
+        def attempted(*args, **kwargs):
+            for attempt in range(SQLITE_ATTEMPTS - 1):
+                try:
+                    return attribute(*args, **kwargs)
+                except Exception as exc:
+                    if LOCKED not in str(exc):
+                        raise
+                time.sleep(0.5 * 2**attempt * random.uniform(0.5, 1.5))  # jitter: the losers do not collide again
+            return attribute(*args, **kwargs)
+
+        return attempted
 
 
 def store_uri(tracking_uri: str) -> str:

@@ -101,7 +101,7 @@ def check_reachable(tracking_uri: str, where: str, timeout: float = CONNECT_TIME
 
 def client(tracking_uri: str) -> MlflowClient:
     """A writer's client; a sqlite store opened for concurrent trials (``sweeps.stores``)."""
-    return MlflowClient(tracking_uri=stores.store_uri(tracking_uri))
+    return stores.writer_client(tracking_uri)
 
 
 def artifact_location(tracking_uri: str, sweep_dir: str | Path) -> str | None:

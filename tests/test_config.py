@@ -16,6 +16,8 @@ def test_defaults_are_the_original_code():
     assert cfg.loss.alpha.cls.d == 0.07 and cfg.loss.alpha.im.c == 300
     # raw VGG19 features, the decoder's final ReLU, the map mean as image score: as the original
     assert not m.backbone.standardize and m.decoder_final_relu and cfg.eval.image_score == "mean"
+    # today's scoring and pixel resolution, torchvision's VGG19; bf16 on CUDA with fp32 losses
+    assert (cfg.eval.scoring, cfg.eval.pixel_size, m.backbone.padding, cfg.train.precision) == ("auto", 0, "zeros", "bf16")
 
 
 def test_cpu_preset_standardises_features_it_can_reconstruct():
@@ -80,6 +82,11 @@ def test_flatten_round_trips_and_names_every_knob_once():
         ({"model.head_kernel": 99}, "model.head_kernel", "larger than the 64x64 feature map"),
         ({"eval.image_score": "median"}, "eval.image_score", "valid: mean, max"),
         ({"model.backbone.standardize": "yes"}, "model.backbone.standardize", "expected true or false"),
+        ({"eval.scoring": "afm_max"}, "eval.scoring", "valid: auto, cls, aim_norm_filter, aim_ssim, afm"),
+        ({"eval.scoring": "aim_ssim", "model.image_decoder": False, "loss.terms": ["cls", "fm"]}, "eval.scoring",
+         "does not report aim_ssim; it reports cls, afm, afm_norm, afm_norm_filter"),
+        ({"eval.pixel_size": 512}, "eval.pixel_size", "0 (the image size) or 1..256"),
+        ({"eval.pixel_size": -1}, "eval.pixel_size", "0 (the image size) or 1..256"),
     ],
 )
 def test_invalid_values_fail_with_one_line_naming_the_key(overrides, key, hint):

@@ -1,14 +1,16 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The CUDA paths (fused SDPA halo attention, bf16 autocast training) on a GPU; skipped without one."""
+"""The CUDA paths (fused SDPA halo attention, bf16 autocast training, fp32 losses under it) on a GPU;
+skipped without one."""
 
 import pytest
 import torch
 
 from haloae.config import HaloAEConfig
-from haloae.losses import HaloAELoss
+from haloae.losses import HaloAELoss, ssim
 from haloae.model import HaloAE
 from haloae.train import autocast_for, build_optimizer, train_step
 from tests.test_attention import _layer, naive_halo_attention
+from tests.test_precision import _outputs, bottle_batch  # noqa: F401 - bottle_batch is a fixture
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -70,3 +72,23 @@ def test_training_steps_reduce_the_loss_on_cuda(preset):
     assert losses[-1] < losses[0], losses
     out = model.eval()(images[:2])
     assert out.fm_hat.shape == out.fm.shape and out.im_hat.shape == (2, 3, size, size)
+
+
+def test_ssim_and_total_loss_under_cuda_bf16_autocast_match_fp32(bottle_batch):  # noqa: F811
+    images, noisy = (t.cuda() for t in bottle_batch)
+    criterion = HaloAELoss(HaloAEConfig()).cuda()
+    out, batch = _outputs(images, noisy)
+    reference, ref_parts = ssim(images, noisy), criterion(out, batch, 4, epoch=100)[1]
+    with autocast_for(torch.device("cuda"), "bf16"):
+        low, parts = ssim(images, noisy), criterion(out, batch, 4, epoch=100)[1]
+    assert abs(float(low) - float(reference)) < 1e-3, (float(low), float(reference))
+    for key, value in ref_parts.items():
+        assert abs(parts[key] - value) < 1e-3, (key, parts[key], value)
+
+
+def test_fp32_precision_runs_the_model_without_autocast():
+    cfg = HaloAEConfig.from_overrides("cpu", ["model.backbone.weights=random", "train.precision=fp32"])
+    model = HaloAE(cfg).cuda().eval()
+    with torch.no_grad(), autocast_for(torch.device("cuda"), cfg.train.precision):
+        out = model(torch.randn(2, 3, cfg.model.image_size, cfg.model.image_size, device="cuda"))
+    assert out.fm_hat.dtype == out.im_hat.dtype == torch.float32

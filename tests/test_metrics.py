@@ -9,6 +9,7 @@ from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
 from haloae.metrics import (
+    at_pixel_size,
     aupro,
     evaluate_maps,
     image_auroc,
@@ -165,3 +166,19 @@ def test_evaluate_maps_keys_and_values():
     given = evaluate_maps(labels, None, None, maps, maps.reshape(6, -1).mean(1), -maps.reshape(6, -1).max(1))
     assert set(given) == {"image_auroc", "image_auroc_max"}
     assert math.isclose(given["image_auroc_max"], 1.0 - result["image_auroc_max"])
+
+
+def test_pixel_metrics_at_the_papers_128_px():
+    """eval.pixel_size: maps and masks bilinearly resized, anomalous where the resized mask is > 0."""
+    masks, maps = _pixel_data(side=32)
+    labels = (masks.reshape(len(masks), -1).max(1) > 0).astype(int)
+    at16 = evaluate_maps(labels, masks, None, maps[:, None], pixel_size=16)
+    m = torch.nn.functional.interpolate(torch.from_numpy(masks)[:, None], size=(16, 16), mode="bilinear")
+    a = torch.nn.functional.interpolate(torch.from_numpy(maps)[:, None], size=(16, 16), mode="bilinear")
+    assert math.isclose(at16["pixel_auroc"], roc_auc_score((m > 0).numpy().ravel(), a.numpy().ravel()))
+    assert math.isclose(at16["aupro"], aupro((m > 0).float(), a))
+    assert at16["pixel_auroc"] != evaluate_maps(labels, masks, None, maps[:, None])["pixel_auroc"]
+    assert at16["image_auroc"] == evaluate_maps(labels, masks, None, maps[:, None])["image_auroc"]  # image scores as given
+    resized_masks, resized_maps = at_pixel_size(masks, maps, 16)
+    assert resized_masks.shape == resized_maps.shape == (6, 1, 16, 16)
+    assert float(resized_masks.sum()) > float(masks.sum()) / 4  # "> 0": any overlap marks the pixel

@@ -152,6 +152,26 @@ def test_parts_a_variant_lacks_are_absent(variant, absent):
     assert (model.features(torch.randn(1, 3, 32, 32)) is None) == ("backbone" in absent)
 
 
+def test_block_c_only_can_reconstruct_negative_normalised_pixels():
+    """Its fm is the normalised image, half negative: the decoder must not end in a ReLU."""
+    torch.manual_seed(0)
+    model = HaloAE(_tiny("block_c_only")).eval()
+    assert not model.decoder.stages[-1].final_relu
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 32, 32))
+    assert out.fm_hat.shape == out.fm.shape and float(out.fm_hat.min()) < 0
+
+
+def test_published_extractor_reaches_the_model():
+    x = torch.randn(1, 3, 32, 32)
+    fms = []
+    for padding in ("zeros", "reflect_published"):
+        torch.manual_seed(0)  # the same random VGG19 weights
+        fms.append(HaloAE(_tiny(**{"model.backbone.weights": "random", "model.backbone.padding": padding})).features(x))
+    assert fms[0].shape == fms[1].shape == (1, 192, 8, 8)
+    assert not torch.allclose(fms[0], fms[1])
+
+
 def test_classifier_keeps_the_originals_state_dict_keys():
     keys = [k for k in HaloAE(_tiny(**{"model.backbone.weights": "random"})).state_dict() if k.startswith("classifier")]
     assert keys == ["classifier.weight", "classifier.bias"]

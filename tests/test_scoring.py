@@ -5,8 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from haloae.losses import gaussian_window
-from haloae.model import HaloAEOutput
+from haloae.config import HaloAEConfig
+from haloae.data import EvalSet
+from haloae.evaluation import evaluate, fit_scorer
+from haloae.losses import gaussian_window, ssim
+from haloae.model import HaloAE, HaloAEOutput
 from haloae.scoring import (
     DEFAULT_SCORING,
     SCORING_LABELS,
@@ -16,6 +19,8 @@ from haloae.scoring import (
     fm_error_map,
     gaussian_blur,
     im_error_map,
+    im_ssim_map,
+    pick_scoring,
 )
 
 
@@ -39,7 +44,9 @@ def _fitted(out, images, image=32):
 
 def test_names_and_labels():
     assert DEFAULT_SCORING in SCORINGS
-    assert [SCORING_LABELS[s] for s in SCORINGS] == ["L_cls", "A_im_N+filter", "A_fm", "A_fm_N", "A_fm_N+filter"]
+    assert [SCORING_LABELS[s] for s in SCORINGS] == [
+        "L_cls", "A_im_N+filter", "1-SSIM_im", "A_fm", "A_fm_N", "A_fm_N+filter",
+    ]
 
 
 def test_raw_maps_are_channel_mean_squared_error():
@@ -54,7 +61,7 @@ def test_maps_have_image_resolution():
     out, images = _output()
     scorer = _fitted(out, images)
     maps = scorer.maps(out, images)
-    assert set(maps) == {"aim_norm_filter", "afm", "afm_norm", "afm_norm_filter"}
+    assert set(maps) == {"aim_norm_filter", "aim_ssim", "afm", "afm_norm", "afm_norm_filter"}
     for amap in maps.values():
         assert amap.shape == (3, 1, 32, 32)
     # bilinear, align_corners=False, of the 8x8 raw map
@@ -125,7 +132,7 @@ def test_missing_outputs_drop_scorings():
     assert available_scorings(no_decoder) == ("afm", "afm_norm", "afm_norm_filter")
     assert set(scorer.maps(no_decoder, images)) == {"afm", "afm_norm", "afm_norm_filter"}
     image_ae = HaloAEOutput(fm=None, code=None, fm_hat=None, im_hat=out.im_hat, logits=None)
-    assert set(scorer.score(image_ae, images).scores) == {"aim_norm_filter", "aim_norm_filter_max"}
+    assert set(scorer.score(image_ae, images).scores) == {"aim_norm_filter", "aim_norm_filter_max", "aim_ssim", "aim_ssim_max"}
     batch = scorer.score(out, images)
     assert set(batch.scores) == {"cls"} | {f"{s}{m}" for s in SCORINGS[1:] for m in ("", "_max")}
     torch.testing.assert_close(batch.scores["cls"], torch.softmax(out.logits, 1)[:, 1])
@@ -157,3 +164,45 @@ def test_fit_accepts_batches_and_checks_shapes():
     small = AnomalyScorer(32).fit(fm_map[..., :4, :4])
     with pytest.raises(ValueError, match="fitted mean map"):
         small.maps(out, images, ("afm_norm",))
+
+
+# ---------------------------------------------------------------------- rows scored as the paper defines them
+def test_ae_ssim_is_scored_by_one_minus_its_local_ssim():
+    out, images = _output()
+    expected = 1.0 - ssim(images, out.im_hat, reduction="none").mean(dim=1, keepdim=True)
+    torch.testing.assert_close(im_ssim_map(images, out.im_hat), expected)
+    torch.testing.assert_close(AnomalyScorer(32).maps(out, images, scorings=("aim_ssim",))["aim_ssim"], expected)
+    assert float(im_ssim_map(images, images).abs().max()) < 1e-5  # a perfect reconstruction scores 0
+
+
+def test_pick_scoring_follows_eval_scoring():
+    assert pick_scoring(["cls", "afm", "afm_norm_filter"]) == "afm_norm_filter"  # auto: the paper's
+    assert pick_scoring(["aim_ssim", "aim_norm_filter"]) == "aim_norm_filter"  # auto: first in sorted order
+    assert pick_scoring(["cls", "afm_norm_filter"], "cls") == "cls"
+    assert pick_scoring([]) is None
+    with pytest.raises(ValueError, match="eval.scoring: the model does not report 'cls'"):
+        pick_scoring(["afm"], "cls")
+
+
+def _eval_set(n=4, side=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    masks = torch.zeros(2 * n, 1, side, side)
+    masks[n:, :, 8:16, 8:16] = 1.0
+    return EvalSet(torch.rand(2 * n, 3, side, side, generator=g), masks, (masks.flatten(1).amax(1) > 0).long(),
+                   ["good"] * n + ["bad"] * n, [f"{i}.png" for i in range(2 * n)])  # fmt: skip
+
+
+@pytest.mark.parametrize(("variant", "scoring"), [("cls_only", "cls"), ("ae_ssim", "aim_ssim"), ("haloae", DEFAULT_SCORING)])
+def test_each_row_reports_its_own_image_score_unprefixed(variant, scoring):
+    """Footnote 5: the cls_only row's image AUROC is L_cls's; AE-SSIM's is its SSIM map's."""
+    cfg = HaloAEConfig.from_overrides("tiny", variant=variant)
+    assert cfg.eval.scoring == (scoring if variant != "haloae" else "auto")
+    torch.manual_seed(0)
+    model = HaloAE(cfg)
+    scorer = AnomalyScorer(cfg.model.image_size)
+    data = _eval_set()
+    fit_scorer(model, scorer, _eval_set(seed=1), None, torch.device("cpu"), 8)
+    metrics, _ = evaluate(model, scorer, data, None, torch.device("cpu"), 8, "test")
+    assert metrics["test/image_auroc"] == metrics[f"test/{scoring}/image_auroc"]
+    others = {k.split("/")[1] for k in metrics if k.count("/") == 2 and not k.startswith("test/defect/")} - {scoring}
+    assert any(metrics["test/image_auroc"] != metrics[f"test/{s}/image_auroc"] for s in others)

@@ -71,6 +71,6 @@ def test_best_checkpoint_follows_the_sweep_objective(tmp_path, monkeypatch):
 def test_max_concurrent_trials_reaches_grid_and_random_searches(tmp_path, algorithm):
     space = {"optim.lr": {"grid": [1e-3, 1e-2]}} if algorithm == "grid" else {"optim.lr": {"loguniform": [1e-4, 1e-2]}}
     spec = load_spec(tiny_spec(tmp_path, algorithm, search={"algorithm": algorithm, "num_samples": 2, "space": space},
-                               max_concurrent_trials=3))
+                               max_concurrent_trials=3, purpose="search"))
     generator, _ = _search(spec)
     assert generator.max_concurrent == 3

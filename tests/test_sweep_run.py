@@ -104,7 +104,7 @@ def test_optuna_sweep_persists_its_study_and_resume_continues_it(tmp_path, fresh
     from sweeps.runner import run_sweep
 
     path = tiny_spec(
-        tmp_path, "alpha",
+        tmp_path, "alpha", purpose="search",
         search={"algorithm": "optuna", "sampler": "tpe", "seed": 3, "num_samples": 3,
                 "alpha": {"mode": "midpoint_slope", "terms": ["cls", "fm", "im"]}},
         objective={"metric": "val/image_auroc", "mode": "max", "aggregate": "mean"},

@@ -19,7 +19,8 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def spec_of(**fields):
-    raw = {"name": "s", "data": {"synthetic": {"categories": ["synth_disc", "synth_brick"]}}, "preset": "tiny", **fields}
+    raw = {"name": "s", "data": {"synthetic": {"categories": ["synth_disc", "synth_brick"]}}, "preset": "tiny",
+           "purpose": "search", **fields}
     return parse_spec(raw)
 
 

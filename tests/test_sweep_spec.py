@@ -111,13 +111,29 @@ def test_table3_counts():
     spec = load_spec(SWEEPS / "paper_table3_loss.yaml")
     assert len(spec.categories()) == 15 and spec.seeds == [0, 1, 2] and len(spec.variants) == 8
     assert count_trials(spec) == 8 * 15 * 3
-    assert spec.max_t() == spec.epochs() == 251  # asha max_t defaults to train.epochs
+    assert spec.epochs() == 251
+
+
+def test_table_sweeps_measure_and_screens_confirm(in_tmp):
+    """Tables measure (every cell to the full budget); the hyperparameter grids screen then confirm."""
+    for name in ("paper_table3_loss", "paper_table4_arch", "attention", "smoke"):
+        spec = load_spec(SWEEPS / f"{name}.yaml")
+        assert spec.purpose == "measure" and spec.scheduler.type == "fifo" and spec.protocol is None, name
+    for name in ("block_halo", "kernel_sizes"):
+        spec = load_spec(SWEEPS / f"{name}.yaml")
+        assert spec.purpose == "search" and spec.protocol.screen.scheduler.type == "asha", name
+        assert spec.protocol.confirm.top_k == 3 and spec.protocol.confirm.seeds == [0, 1, 2], name
+    alpha = load_spec(SWEEPS / "alpha_optuna.yaml")
+    assert alpha.purpose == "search" and alpha.protocol is None
 
 
 # ---------------------------------------------------------------------- malformed definitions
 SYNTH = "synthetic: {categories: [synth_disc, synth_brick]}"
 ON_ROOT = BASE.replace(SYNTH, "root: /x, categories: [bottle]")  # MVTec data that need not exist before the dry run
-OPTUNA = BASE + "objective: {aggregate: mean}\nsearch: {algorithm: optuna, "  # + the rest of the search section
+SEARCH = BASE + "purpose: search\n"  # a searching sweep: ASHA, random and optuna allowed
+OPTUNA = SEARCH + "objective: {aggregate: mean}\nsearch: {algorithm: optuna, "  # + the rest of the search section
+LR_GRID = "search: {space: {optim.lr: {grid: [0.001, 0.01]}}}\n"  # two configurations
+CONFIRM = "protocol: {confirm: {top_k: 1}}\n"
 MALFORMED = [
     # (case, yaml, dotted path in the message, another expected part)
     ("unknown top-level key", BASE + "serach: {}\n", "serach: unknown key; did you mean search?", "valid: name"),
@@ -131,7 +147,7 @@ MALFORMED = [
     ("key given nested and dotted", BASE + "overrides: {train: {epochs: 3}, train.epochs: 4}\n", "overrides.train.epochs:", "given twice"),
     ("unknown variant", BASE + "variants: [haloae, halo]\n", "variants.1: unknown variant 'halo'", "did you mean haloae?"),
     ("grid with a continuous domain", BASE + "search: {algorithm: grid, space: {optim.lr: {loguniform: [1e-4, 1e-2]}}}\n", "search.space.optim.lr:", "grid search cannot draw from loguniform"),
-    ("optuna with per_category", BASE + "search: {algorithm: optuna, space: {optim.lr: {loguniform: [1e-4, 1e-2]}}}\n", "objective.aggregate:", "set objective.aggregate: mean"),
+    ("optuna with per_category", SEARCH + "search: {algorithm: optuna, space: {optim.lr: {loguniform: [1e-4, 1e-2]}}}\n", "objective.aggregate:", "set objective.aggregate: mean"),
     ("alpha without optuna", BASE + "search: {algorithm: random, alpha: {}}\n", "search.alpha:", "needs algorithm optuna"),
     ("sampler without optuna", BASE + "search: {sampler: tpe}\n", "search.sampler:", "only for algorithm optuna"),
     ("test metric as objective", BASE + "objective: {metric: test/image_auroc}\n", "objective.metric:", "not a validation metric"),
@@ -157,13 +173,27 @@ MALFORMED = [
     ("name with a path separator", BASE.replace("name: t", "name: a/b"), "name: use letters, digits", "got 'a/b'"),
     ("missing name", BASE.replace("name: t\n", ""), "name: required", ""),
     ("fifo with asha knobs", BASE + "scheduler: {type: fifo, grace_period: 2}\n", "scheduler.grace_period:", "only for type asha"),
-    ("asha max_t beyond epochs", BASE + "scheduler: {type: asha, max_t: 50}\n", "scheduler.max_t:", "exceeds train.epochs=2"),
+    ("asha max_t beyond epochs", SEARCH + "scheduler: {type: asha, max_t: 50}\n", "scheduler.max_t:", "exceeds train.epochs=2"),
     ("seed in the space", BASE + "search: {space: {train.seed: {grid: [1, 2]}}}\n", "search.space.train.seed:", "seeds"),
     ("alpha search with equal weights", OPTUNA.replace(BASE, BASE + "variants: [equal_weights]\n") + "alpha: {}}\n", "search.alpha:", "alpha schedule is unused"),
     ("scoring the variant does not have", BASE + "variants: [fm_im]\nobjective: {metric: val/cls/image_auroc}\n", "objective.metric:", "no cls scoring"),
     ("s3 storage without a tracking URI", ON_ROOT + "storage: s3://b/sweeps\n", "mlflow.tracking_uri:", "required when storage is remote"),
     ("gs storage without a tracking URI", ON_ROOT + "storage: gs://b/sweeps\n", "mlflow.tracking_uri:", "required when storage is remote (gs://b/sweeps)"),
     ("optuna grid sampler with a continuous domain", OPTUNA + "sampler: grid, space: {optim.lr: {uniform: [0.1, 0.2]}}}\n", "search.space.optim.lr:", "grid sampler cannot draw from uniform"),
+    # measuring (the default) vs searching, and the two-stage protocol
+    ("measuring sweep with asha", BASE + "scheduler: {type: asha}\n", "scheduler.type: asha stops trials early", "purpose: search"),
+    ("measuring sweep with random search", BASE + "search: {algorithm: random, space: {optim.lr: {uniform: [0.1, 0.2]}}}\n", "search.algorithm: random draws configurations", "use grid, or purpose: search"),
+    ("measuring sweep with optuna", BASE + "objective: {aggregate: mean}\nsearch: {algorithm: optuna, space: {optim.lr: {uniform: [0.1, 0.2]}}}\n", "search.algorithm: optuna draws configurations", "purpose: search"),
+    ("unknown purpose", BASE + "purpose: table\n", "purpose:", "'measure' or 'search'"),
+    ("protocol in a measuring sweep", BASE + LR_GRID + CONFIRM, "purpose: the two-stage protocol searches before it measures", "set purpose: search"),
+    ("protocol with a top-level scheduler", SEARCH + LR_GRID + CONFIRM + "scheduler: {type: asha}\n", "scheduler: with a protocol", "protocol.screen.scheduler"),
+    ("protocol with top-level seeds", SEARCH + LR_GRID + CONFIRM + "seeds: [0, 1]\n", "seeds: with a protocol", "protocol.confirm.seeds"),
+    ("protocol screening random draws", SEARCH + "search: {algorithm: random, space: {optim.lr: {uniform: [0.1, 0.2]}}}\n" + CONFIRM, "search.algorithm: the protocol screens a grid", "got random"),
+    ("protocol top_k beyond the grid", SEARCH + LR_GRID + "protocol: {confirm: {top_k: 3}}\n", "protocol.confirm.top_k: 3 exceeds the 2 configurations", ""),
+    ("protocol without top_k", SEARCH + LR_GRID + "protocol: {confirm: {seeds: [0, 1]}}\n", "protocol.confirm.top_k: required", ""),
+    ("protocol per category from mean", SEARCH + LR_GRID + "objective: {aggregate: mean}\nprotocol: {confirm: {top_k: 1, select: per_category}}\n", "protocol.confirm.select:", "objective.aggregate: per_category"),
+    ("protocol screen grace beyond epochs", SEARCH + LR_GRID + "protocol: {screen: {scheduler: {type: asha, grace_period: 5}}, confirm: {top_k: 1}}\n", "protocol.screen.scheduler.grace_period: 5 exceeds max_t=2", ""),
+    ("protocol confirm seeds repeated", SEARCH + LR_GRID + "protocol: {confirm: {top_k: 1, seeds: [0, 0]}}\n", "protocol.confirm.seeds.1: 0 is listed twice", ""),
     ("top level is a list", "- name\n- data\n", "expected a mapping of sweep settings", ""),
     # numbers that are not numbers: YAML's .inf and .nan, and 1e400 (a float overflows to inf)
     ("infinite learning rate", BASE + "overrides: {optim.lr: .inf}\n", "overrides.optim.lr: inf is not a finite number", ""),
@@ -233,7 +263,7 @@ def test_relative_paths(tmp_path, monkeypatch):
 
 
 def test_nested_overrides_and_numbers(tmp_path, in_tmp):
-    text = BASE + "overrides: {train: {epochs: 1, batch_size: 3}, optim.lr: 1e-3}\nsearch: {algorithm: random, space: {optim.weight_decay: {loguniform: [1e-6, 1e-3]}}}\n"
+    text = SEARCH + "overrides: {train: {epochs: 1, batch_size: 3}, optim.lr: 1e-3}\nsearch: {algorithm: random, space: {optim.weight_decay: {loguniform: [1e-6, 1e-3]}}}\n"
     spec = load_spec(write(tmp_path, text))
     assert spec.overrides == {"train.epochs": 1, "train.batch_size": 3, "optim.lr": 0.001}  # 1e-3 is a number
     assert spec.search.space["optim.weight_decay"].values == (1e-6, 1e-3)
@@ -271,7 +301,7 @@ def test_build_config_errors_name_the_key(in_tmp):
 
 def test_alpha_defaults_scale_with_epochs():
     spec = parse_spec({
-        "name": "a", "data": {"synthetic": {}}, "preset": "cpu", "objective": {"aggregate": "mean"},
+        "name": "a", "data": {"synthetic": {}}, "preset": "cpu", "purpose": "search", "objective": {"aggregate": "mean"},
         "search": {"algorithm": "optuna", "alpha": {"mode": "midpoint_slope", "terms": ["cls"], "ranges": {"c": [4, 10]}}},
     })  # fmt: skip
     domains = spec.search.alpha.domains(spec.epochs())
@@ -281,7 +311,7 @@ def test_alpha_defaults_scale_with_epochs():
     assert domains["loss.alpha.cls.d"].values == pytest.approx((5 / 20, 30 / 20))  # cpu preset: 20 epochs
     with pytest.raises(SpecError, match=r"search.alpha.ranges.a: not searched in mode midpoint_slope"):
         parse_spec({
-            "name": "a", "data": {"synthetic": {}}, "objective": {"aggregate": "mean"},
+            "name": "a", "data": {"synthetic": {}}, "purpose": "search", "objective": {"aggregate": "mean"},
             "search": {"algorithm": "optuna", "alpha": {"mode": "midpoint_slope", "ranges": {"a": [0, 1]}}},
         })  # fmt: skip
 
@@ -290,7 +320,7 @@ def test_alpha_defaults_scale_with_epochs():
 def counted(**search) -> int:
     raw = {
         "name": "n", "data": {"synthetic": {"categories": ["synth_disc", "synth_brick"]}}, "preset": "tiny",
-        "variants": ["haloae", "attention_none"], "seeds": [0, 1], **search,
+        "variants": ["haloae", "attention_none"], "seeds": [0, 1], "purpose": "search", **search,
     }  # fmt: skip
     spec = parse_spec(raw)
     assert estimate(spec).trials == count_trials(spec)
@@ -315,7 +345,7 @@ def test_trial_counts():
 
 def test_trial_grid_rows():
     spec = parse_spec({
-        "name": "g", "data": {"synthetic": {"categories": ["synth_disc"]}}, "preset": "tiny",
+        "name": "g", "data": {"synthetic": {"categories": ["synth_disc"]}}, "preset": "tiny", "purpose": "search",
         "search": {"algorithm": "random", "space": {"model.block_size": {"grid": [1, 2]}, "optim.lr": {"uniform": [0.1, 0.2]}}},
     })  # fmt: skip
     assert trial_grid(spec) == [

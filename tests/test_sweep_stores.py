@@ -64,3 +64,44 @@ def test_a_sweep_beyond_what_sqlite_holds_is_pointed_at_the_server(tmp_path, clu
     if warned:
         assert "64 concurrent trials" in warning and "cluster/mlflow/start-server.sh" in warning
         assert "\n" not in warning and "mlflow.tracking_uri" in warning
+
+
+class Flaky:
+    """A client method that finds the database locked ``locked`` times, then works."""
+
+    def __init__(self, locked: int, message: str = "(sqlite3.OperationalError) database is locked") -> None:
+        self.calls, self.locked, self.message = 0, locked, message
+
+    def log_batch(self, run_id: str) -> str:
+        self.calls += 1
+        if self.calls <= self.locked:
+            raise RuntimeError(self.message)
+        return run_id
+
+
+def retrying(flaky: Flaky, monkeypatch):
+    monkeypatch.setattr(stores.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(stores, "MlflowClient", lambda tracking_uri: flaky)
+    return stores.writer_client("sqlite:////tmp/haloae-unused.db")
+
+
+def test_a_call_that_found_sqlite_locked_is_repeated(monkeypatch, tmp_path):
+    monkeypatch.setattr(stores, "_use_wal", lambda path: None)
+    flaky = Flaky(locked=2)
+    assert retrying(flaky, monkeypatch).log_batch("r1") == "r1" and flaky.calls == 3
+
+
+def test_retries_are_bounded_and_only_for_a_locked_database(monkeypatch):
+    monkeypatch.setattr(stores, "_use_wal", lambda path: None)
+    always = Flaky(locked=100)
+    with pytest.raises(RuntimeError, match="database is locked"):
+        retrying(always, monkeypatch).log_batch("r1")
+    assert always.calls == stores.SQLITE_ATTEMPTS
+    other = Flaky(locked=1, message="UNIQUE constraint failed")
+    with pytest.raises(RuntimeError, match="UNIQUE"):
+        retrying(other, monkeypatch).log_batch("r1")
+    assert other.calls == 1
+
+
+def test_a_server_client_is_not_wrapped():
+    assert type(stores.writer_client("http://127.0.0.1:5000")).__name__ == "MlflowClient"

@@ -20,7 +20,7 @@ def test_units_per_category_and_mean(tmp_path):
     per_category = load_spec(tiny_spec(tmp_path, "a", objective={"metric": "val/image_auroc", "mode": "max", "aggregate": "per_category"}))
     assert trial_units(per_category, {"category": "synth_disc", "seed": 0}) == [("synth_disc", 0)]
     mean = load_spec(tiny_spec(tmp_path, "b", seeds=[0, 1], search={"algorithm": "optuna", "num_samples": 1, "space": {"optim.lr": {"loguniform": [1e-4, 1e-2]}}},
-                               objective={"metric": "val/image_auroc", "mode": "max", "aggregate": "mean"}))
+                               objective={"metric": "val/image_auroc", "mode": "max", "aggregate": "mean"}, purpose="search"))
     assert sorted(trial_units(mean, {})) == [("synth_brick", 0), ("synth_brick", 1), ("synth_disc", 0), ("synth_disc", 1)]
 
 

@@ -168,7 +168,7 @@ def ui_page(srv, fragment: str) -> str:
 def test_optuna_study_on_postgres_resumes_after_a_driver_sigkill(tmp_path, ray_head):  # noqa: F811 - the fixture
     with scratch_database("optuna") as db:
         path = tiny_spec(
-            tmp_path, "pgstudy",
+            tmp_path, "pgstudy", purpose="search",
             search={"algorithm": "optuna", "sampler": "tpe", "seed": 3, "num_samples": 3, "storage": db,
                     "alpha": {"mode": "midpoint_slope", "terms": ["cls", "fm", "im"]}},
             objective={"metric": "val/image_auroc", "mode": "max", "aggregate": "mean"},

@@ -106,6 +106,10 @@ def build_artefacts(root: Path) -> Artefacts:
 
 
 # ---------------------------------------------------------------------- one run
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def snapshot(paths: Sequence[Path]) -> dict[str, str | None]:
     """path -> sha256 of a file, "folder" for a folder, None when absent; folders recursively."""
     state: dict[str, str | None] = {}
@@ -114,7 +118,7 @@ def snapshot(paths: Sequence[Path]) -> dict[str, str | None]:
             state[str(top)] = None
             continue
         for path in [top, *sorted(top.rglob("*"))] if top.is_dir() else [top]:
-            state[str(path)] = "folder" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+            state[str(path)] = "folder" if path.is_dir() else sha256_of(path)
     return state
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.runs import RunsFrame, SweepQueryError, category_order, client_for, require_metric, run_config
-from haloae.vocab import DEFAULT_OBJECTIVE, TAG_CATEGORY, TAG_DATA_ROOT, metric_key
+from haloae.vocab import BEST_ARTIFACT, DEFAULT_OBJECTIVE, TAG_CATEGORY, TAG_DATA_ROOT, metric_key
 
 
 def _pyplot():
@@ -67,27 +67,35 @@ def default_images(data_root: str | Path, category: str, limit: int = 6) -> list
     return (defects + goods)[:limit]
 
 
-def overlay_figure(runs: RunsFrame, run_id: str, out: Path, images: Sequence[str | Path] | None = None) -> Path:
-    """Overlays of ``images`` (default: ``default_images`` of the run's data) by the run's best checkpoint."""
+def overlay_scores(runs: RunsFrame, run_id: str, images: Sequence[str | Path] | None = None):
+    """The run's best checkpoint scored on ``images`` (default: ``default_images`` of the run's data):
+    ``(images, batch, predictor, result)``. Writes nothing, so a bad checkpoint fails before any figure."""
     import torch
 
     from analysis.checkpoints import load_run_checkpoint
-    from analysis.predict import map_range_of, overlay_panel
     from haloae.bundle import Predictor, read_image
 
     client = client_for(runs.attrs["tracking_uri"])
     run = client.get_run(run_id)
-    category = run.data.tags.get(TAG_CATEGORY, "")
     if not images:
         root = run.data.tags.get(TAG_DATA_ROOT)
         if not root:
             raise SweepQueryError(f"run {run_id}: no data_root tag; pass --images")
-        images = default_images(root, category)
+        images = default_images(root, run.data.tags.get(TAG_CATEGORY, ""))
     with tempfile.TemporaryDirectory() as tmp:
         best = load_run_checkpoint(client, run_id, tmp)
-    predictor = Predictor(best.model, best.scorer)
+    predictor = Predictor(best.model, best.scorer, source=f"run {run_id} {BEST_ARTIFACT}")
     batch = torch.stack([read_image(p, predictor.image_size) for p in images])
-    result = predictor.predict(batch)
+    return list(images), batch, predictor, predictor.predict(batch)
+
+
+def overlay_figure(runs: RunsFrame, run_id: str, out: Path, images: Sequence[str | Path] | None = None,
+                   scored=None) -> Path:  # fmt: skip
+    """Overlays of ``images`` by the run's best checkpoint (``scored``: ``overlay_scores``' result, if done)."""
+    from analysis.predict import map_range_of, overlay_panel
+
+    images, batch, predictor, result = scored or overlay_scores(runs, run_id, images)
+    category = runs[runs["run_id"] == run_id]["category"].iloc[0] if (runs["run_id"] == run_id).any() else ""
     colour_range = map_range_of(predictor, result.maps)
     plt = _pyplot()
     fig, axes = plt.subplots(len(batch), 1, figsize=(4, 2.1 * len(batch)), dpi=100, squeeze=False)
@@ -171,13 +179,7 @@ def make_figures(runs: RunsFrame, out: str | Path, run_id: str | None = None, im
     ``pivot_knobs`` (default: the two knobs when exactly two vary)."""
     from analysis.runs import finished
 
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
     metric = metric or metric_key(split, "image_auroc")
-    paths = [bar_figure(runs, metric, folder)]
-    knobs = pivot_knobs or (tuple(runs.attrs["varied"]) if len(runs.attrs.get("varied", [])) == 2 else None)
-    if knobs:
-        paths.append(heatmap_figure(runs, knobs[0], knobs[1], metric, folder, split))
     chosen = run_id
     if chosen is None:
         done = finished(runs)
@@ -185,13 +187,23 @@ def make_figures(runs: RunsFrame, out: str | Path, run_id: str | None = None, im
             chosen = done.loc[done[DEFAULT_OBJECTIVE].idxmax(), "run_id"]
     elif chosen not in set(runs["run_id"]):
         raise SweepQueryError(f"--run {chosen}: not a run of sweep {runs.attrs.get('sweep')}")
-    if chosen is not None:
-        paths.append(alpha_figure(runs, chosen, folder))
+    scored = None
+    if chosen is not None:  # the checkpoint first: a bad one fails before any file is written
         try:
-            paths.append(overlay_figure(runs, chosen, folder, images))
+            scored = overlay_scores(runs, chosen, images)
         except SweepQueryError:
             if run_id is not None:  # asked for explicitly: say why not; the default run may just lack a checkpoint
                 raise
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [bar_figure(runs, metric, folder)]
+    knobs = pivot_knobs or (tuple(runs.attrs["varied"]) if len(runs.attrs.get("varied", [])) == 2 else None)
+    if knobs:
+        paths.append(heatmap_figure(runs, knobs[0], knobs[1], metric, folder, split))
+    if chosen is not None:
+        paths.append(alpha_figure(runs, chosen, folder))
+        if scored is not None:
+            paths.append(overlay_figure(runs, chosen, folder, scored=scored))
     if log:
         log_to_parent(runs, paths)
     return paths

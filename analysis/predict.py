@@ -83,12 +83,12 @@ def predict_files(model: str, images: list[str | Path], out: str | Path, trackin
             paths.append(Path(image))
         except BundleError as exc:
             errors.append(str(exc))
+    rows = []
+    result = predictor.predict(torch.stack(loaded)) if loaded else None  # may refuse (NaN): before any write
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    rows = []
-    if loaded:
+    if result is not None:
         batch = torch.stack(loaded)  # (N, 3, S, S) in [0, 1]
-        result = predictor.predict(batch)
         colour_range = map_range_of(predictor, result.maps)
         for i, (path, name) in enumerate(zip(paths, _unique_names(paths), strict=True)):
             amap = result.maps[i] if result.maps is not None else None

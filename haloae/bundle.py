@@ -112,7 +112,10 @@ class Predictor:
         self.model, self.scorer = model.eval(), scorer
         self.device = next(iter(model.parameters()), torch.empty(0)).device
         self.image_size = model.cfg.model.image_size
-        self.scoring = scoring or choose_scoring(self.available_scorings(), model.cfg.eval.scoring)
+        available = self.available_scorings()
+        if scoring is not None and scoring not in available:
+            raise BundleError(f"scoring {scoring!r}: the model does not produce it; it has {', '.join(available)}")
+        self.scoring = scoring or choose_scoring(available, model.cfg.eval.scoring)
         self.threshold = float(threshold)
         self.info = dict(info or {})
         self.batch_size = batch_size
@@ -194,6 +197,8 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu", batch_size
         info = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as exc:
         raise BundleError(f"{manifest_path}: invalid JSON ({exc})") from exc
+    if not isinstance(info, dict):
+        raise BundleError(f"{manifest_path}: expected a JSON object, got {type(info).__name__}")
     if info.get("format") != FORMAT or info.get("version") != VERSION:
         older = " (an older haloae's, without checksums: export it again)" if info.get("format") == FORMAT else ""
         raise BundleError(
@@ -214,7 +219,13 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu", batch_size
         model, scorer = rebuild(info.get("config"), *states, device, source=manifest_path)
     except CheckpointError as exc:
         raise BundleError(str(exc)) from exc
-    return Predictor(model, scorer, info["scoring"], info["threshold"], info, batch_size, source=str(folder))
+    threshold = info.get("threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+        raise BundleError(f"{manifest_path}: threshold must be a finite number, got {threshold!r}")
+    try:
+        return Predictor(model, scorer, info.get("scoring"), threshold, info, batch_size, source=str(folder))
+    except BundleError as exc:  # a scoring the model does not produce
+        raise BundleError(f"{manifest_path}: {exc}") from exc
 
 
 def _sha256(path: Path) -> str:

@@ -129,12 +129,21 @@ def rebuild(
         raise CheckpointError(f"{source}: its config is not valid ({_one_line(exc)})") from exc
     model = HaloAE(cfg).to(device)
     scorer = AnomalyScorer(cfg.model.image_size).to(device)
-    try:
-        model.load_state_dict(model_state, strict=True)
-        scorer.load_state_dict(scorer_state, strict=True)
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        raise CheckpointError(f"{source}: its weights do not fit its config ({_one_line(exc)})") from exc
+    load_states(source, [(model, model_state), (scorer, scorer_state)])
     return model.eval(), scorer
+
+
+def load_states(source: Any, pairs: Sequence[tuple[Any, Any]]) -> None:
+    """``load_state_dict`` of each (module or optimiser, state) pair, strictly for modules: a key or
+    shape that does not fit is a ``CheckpointError`` naming ``source``."""
+    try:
+        for target, state in pairs:
+            if isinstance(target, torch.nn.Module):
+                target.load_state_dict(state, strict=True)
+            else:
+                target.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{source}: its weights do not fit its config ({_one_line(exc)})") from exc
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[HaloAE, AnomalyScorer, dict[str, Any]]:

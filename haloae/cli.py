@@ -156,7 +156,7 @@ def train(data_root, category, preset, variant, overrides, out_dir, resume, obje
     cfg = HaloAEConfig.from_overrides(preset, list(overrides), variant=variant)
     last = Path(out_dir) / CHECKPOINT_FILE
     if resume and last.is_file():
-        read_resume_state(last, objective, mode)  # a bad checkpoint fails before the data is decoded
+        read_resume_state(last, objective, mode, cfg)  # a bad checkpoint fails before the data is decoded
     data = prepare_data(cfg, data_root, category)  # validates the folder before any training
     result = fit(cfg, data, out_dir, resume=resume, objective=objective, mode=mode)
     _print_metrics(result.metrics)

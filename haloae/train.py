@@ -31,7 +31,15 @@ import numpy as np
 import torch
 
 from haloae.category_data import CategoryData
-from haloae.checkpoint import load_checkpoint, read_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from haloae.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_states,
+    read_checkpoint,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
 from haloae.choices import AUTO_SCORING
 from haloae.config import HaloAEConfig
 from haloae.data import EvalSet, TrainDataset, normalize
@@ -193,7 +201,7 @@ def fit_epochs(
     start_epoch, best_epoch, best_value = 0, -1, -math.inf * sign
     last = out / CHECKPOINT_FILE
     if resume and last.is_file():
-        state = _resume(last, objective, mode, model, criterion, optimizer, scorer)
+        state = _resume(last, objective, mode, cfg, model, criterion, optimizer, scorer)
         start_epoch, best_epoch, best_value = state["epoch"] + 1, state["best_epoch"], state["best_value"]
         history = state["history"]
     else:
@@ -268,11 +276,16 @@ def fit_epochs(
         bar.close()
 
 
-def read_resume_state(path: str | Path, objective: str = DEFAULT_OBJECTIVE, mode: str = "max") -> dict:
-    """A run's last checkpoint, checked before any work: readable (``CheckpointError``) and
-    written under the same objective (``ObjectiveError``: best.pt would mix two choices)."""
+def read_resume_state(
+    path: str | Path, objective: str = DEFAULT_OBJECTIVE, mode: str = "max", cfg: HaloAEConfig | None = None
+) -> dict:
+    """A run's last checkpoint, checked before any work: readable (``CheckpointError``), written for
+    the same model configuration as ``cfg`` (its weights would not fit) and under the same objective
+    (``ObjectiveError``: best.pt would mix two choices)."""
     keys = ("model", "criterion", "optimizer", "scorer", "rng", "epoch", "best_epoch", "best_value", "history")
     state = read_checkpoint(path, keys=keys)
+    if cfg is not None and "config" in state:
+        _check_same_model(path, HaloAEConfig.from_dict(state["config"]), cfg)
     # checkpoints of an older haloae chose best.pt by val/image_auroc (max), today's default
     chosen_by = (state.get("objective", DEFAULT_OBJECTIVE), state.get("mode", "max"))
     if chosen_by != (objective, mode):
@@ -283,13 +296,25 @@ def read_resume_state(path: str | Path, objective: str = DEFAULT_OBJECTIVE, mode
     return state
 
 
-def _resume(path: Path, objective: str, mode: str, model, criterion, optimizer, scorer) -> dict:
+def _check_same_model(path: str | Path, saved: HaloAEConfig, cfg: HaloAEConfig) -> None:
+    """Refuse to resume a checkpoint written for another model or loss: its state would not fit (or,
+    worse, fit with another meaning). Training-length knobs may change (a run can be extended)."""
+    mine, theirs = cfg.flatten(), saved.flatten()
+    differ = [k for k in sorted(mine) if k.startswith(("model.", "loss.")) and mine[k] != theirs.get(k)]
+    if differ:
+        key = differ[0]
+        raise CheckpointError(
+            f"{path}: written for another configuration ({key}: {theirs.get(key)!r} there, {mine[key]!r} now"
+            f"{f' and {len(differ) - 1} more' if len(differ) > 1 else ''}); resume with the same settings, "
+            "or start afresh (--no-resume or another --out)"
+        )
+
+
+def _resume(path: Path, objective: str, mode: str, cfg: HaloAEConfig, model, criterion, optimizer, scorer) -> dict:
     """Put the run's state back from its last checkpoint; returns the checkpoint dict."""
-    state = read_resume_state(path, objective, mode)
-    model.load_state_dict(state["model"], strict=True)
-    criterion.load_state_dict(state["criterion"], strict=True)
-    optimizer.load_state_dict(state["optimizer"])
-    scorer.load_state_dict(state["scorer"], strict=True)
+    state = read_resume_state(path, objective, mode, cfg)
+    load_states(path, [(model, state["model"]), (criterion, state["criterion"]), (optimizer, state["optimizer"]),
+                       (scorer, state["scorer"])])  # fmt: skip
     restore_rng_state(state["rng"])
     return state
 

@@ -7,6 +7,7 @@
   checks (``validate_trials``, ``check_resources``).
 - ``space`` the definition as a Ray Tune ``param_space`` or an Optuna define-by-run space.
 - ``cost``  trial counts and an estimate of the compute a sweep needs, for ``--dry-run``.
+- ``protocol`` the two-stage run of a definition with a ``protocol`` section: screen, then confirm.
 
 Nothing is imported here: ``haloae --help`` must not pay for torch, Ray or Optuna.
 """

@@ -9,6 +9,7 @@ from haloae.config import HaloAEConfig
 from haloae.data import EvalSet
 from haloae.evaluation import evaluate, fit_scorer
 from haloae.losses import gaussian_window, ssim
+from haloae.metrics import at_pixel_size, pixel_auroc
 from haloae.model import HaloAE, HaloAEOutput
 from haloae.scoring import (
     DEFAULT_SCORING,
@@ -206,3 +207,13 @@ def test_each_row_reports_its_own_image_score_unprefixed(variant, scoring):
     assert metrics["test/image_auroc"] == metrics[f"test/{scoring}/image_auroc"]
     others = {k.split("/")[1] for k in metrics if k.count("/") == 2 and not k.startswith("test/defect/")} - {scoring}
     assert any(metrics["test/image_auroc"] != metrics[f"test/{s}/image_auroc"] for s in others)
+
+
+def test_eval_pixel_size_sets_the_pixel_metrics_resolution():
+    cfg = HaloAEConfig.from_overrides("tiny", ["eval.pixel_size=16"])
+    torch.manual_seed(0)
+    model, scorer, data = HaloAE(cfg), AnomalyScorer(cfg.model.image_size), _eval_set()
+    fit_scorer(model, scorer, _eval_set(seed=1), None, torch.device("cpu"), 8)
+    metrics, maps = evaluate(model, scorer, data, None, torch.device("cpu"), 8, "test", keep_maps=True)
+    expected = pixel_auroc(*at_pixel_size(data.masks, maps[DEFAULT_SCORING], 16))
+    assert metrics["test/pixel_auroc"] == expected != pixel_auroc(data.masks, maps[DEFAULT_SCORING])

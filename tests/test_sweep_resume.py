@@ -8,8 +8,8 @@ process the test starts is stopped by its pid.
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -26,7 +26,6 @@ from tests.helpers.sweeps import duplicates, epoch_steps, tiny_spec, trial_runs
 pytestmark = pytest.mark.slow  # a Ray head process, sweep drivers as processes
 HALOAE = [sys.executable, "-m", "haloae.cli"]
 RAY = str(Path(sys.executable).parent / "ray")  # the venv's CLI: the tests may run with the venv not on PATH
-TRIAL_DIR = re.compile(r"run_trial_([0-9a-f]+_\d+)_")
 
 
 def free_port() -> int:
@@ -86,12 +85,17 @@ def ray_head(tmp_path):
 
 
 def checkpointed_trials(experiment: Path) -> set[str]:
-    """Trial ids with at least one checkpoint persisted in the Tune experiment folder."""
+    """Trial ids whose checkpoint Tune's saved experiment state records: what a restore resumes from
+    (a checkpoint folder on disk may be newer than the state the driver last saved)."""
     found = set()
-    for trial_dir in experiment.glob("run_trial_*"):
-        match = TRIAL_DIR.match(trial_dir.name)
-        if match and any(trial_dir.glob("checkpoint_*")):
-            found.add(match.group(1))
+    for state in experiment.glob("experiment_state-*.json"):
+        try:
+            trials = json.loads(state.read_text())["trial_data"]
+        except (OSError, ValueError, KeyError):  # being written
+            continue
+        for trial, runtime in trials:
+            if json.loads(runtime).get("last_result", {}).get("checkpoint_dir_name"):
+                found.add(json.loads(trial)["trial_id"])
     return found
 
 

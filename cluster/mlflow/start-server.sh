@@ -24,7 +24,9 @@
 #             permissions; default: the backend store, its own tables), MLFLOW_PORT (5000),
 #             MLFLOW_WORKERS (4), MLFLOW_CORS_ALLOWED_ORIGINS, MLFLOW_S3_ENDPOINT_URL (MinIO),
 #             AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or an instance role),
-#             MLFLOW_SERVER_STATE_DIR (where the generated auth config goes).
+#             MLFLOW_SERVER_STATE_DIR (where the generated auth config goes),
+#             MLFLOW_AUTH_CACHE_TTL_SECONDS (0: basic auth re-hashes the password on every request;
+#             e.g. 60 caches a checked credential that long, for request-heavy sweeps).
 set -euo pipefail
 
 die() { echo "start-server.sh: $*" >&2; exit 2; }
@@ -100,6 +102,10 @@ default_permission = READ
 database_uri = ${MLFLOW_AUTH_DATABASE_URI:-$MLFLOW_BACKEND_STORE_URI}
 admin_username = ${MLFLOW_AUTH_ADMIN_USERNAME:-admin}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+# Basic auth hashes the password (PBKDF2) on every request: most of the server's CPU under many
+# trials (bench/tracking_load.py). A TTL > 0 caches a checked credential per worker for that long
+# (a changed password then still works on other workers until it expires).
+auth_cache_ttl_seconds = ${MLFLOW_AUTH_CACHE_TTL_SECONDS:-0}
 INI
   )
 fi

@@ -90,12 +90,19 @@ def _runs(sweep, tracking_uri, storage, where):
 @PIVOT
 @METRIC
 @WHERE
-def tables(sweep, tracking_uri, storage, which, fmt, out_dir, paper, split, pivot_knobs, metric, where) -> None:
-    """Paper-style tables of a sweep: mean ± std over seeds, best in bold."""
+@click.option("--stats/--no-stats", default=True, show_default=True,
+              help="Then the statistics of --metric: 95% t intervals, paired tests against --reference (Holm), val-vs-test rank correlation.")  # fmt: skip
+@click.option("--reference", default=None, help="Configuration the paired tests compare against (default: the first row).")
+@click.option("--test", "paired", default="wilcoxon", show_default=True, help="Paired test over (category, seed): wilcoxon | ttest.")
+def tables(sweep, tracking_uri, storage, which, fmt, out_dir, paper, split, pivot_knobs, metric, where, stats, reference, paired) -> None:
+    """Paper-style tables of a sweep: mean ± std over seeds, best in bold; then their statistics."""
     from pathlib import Path
 
     from analysis import render
     from analysis import tables as shapes
+    from analysis.runs import finished
+    from analysis.significance import sweep_statistics
+    from haloae.vocab import STATISTICS_FILE
 
     names = list(which)
     if "all" in names:
@@ -103,8 +110,13 @@ def tables(sweep, tracking_uri, storage, which, fmt, out_dir, paper, split, pivo
     runs = _runs(sweep, tracking_uri, storage, where)
     built = shapes.build(runs, names, split, paper, pivot_knobs, metric)
     texts = [(t, render.render(t, fmt)) for t in built]
+    statistics = None
+    if stats and not finished(runs).empty:
+        statistics = sweep_statistics(runs, split, metric, reference, paired).text()
     if out_dir is None:
         click.echo("\n".join(text for _, text in texts))
+        if statistics:  # plain text: beside Markdown on stdout, else on stderr so the table stays parseable
+            click.echo("\n" + statistics, err=fmt != "md")
         return
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -112,6 +124,9 @@ def tables(sweep, tracking_uri, storage, which, fmt, out_dir, paper, split, pivo
         path = folder / f"{table.name}.{render.EXTENSIONS[fmt]}"
         path.write_text(text)
         click.echo(str(path))
+    if statistics:
+        (folder / STATISTICS_FILE).write_text(statistics + "\n")
+        click.echo(str(folder / STATISTICS_FILE))
 
 
 @click.command()
@@ -127,12 +142,18 @@ def tables(sweep, tracking_uri, storage, which, fmt, out_dir, paper, split, pivo
 @WHERE
 @click.option("--log/--no-log", default=True, show_default=True, help="Also log the PNGs to the sweep's parent run (figures/).")
 def figures(sweep, tracking_uri, storage, out_dir, run_id, images, pivot_knobs, metric, split, where, log) -> None:
-    """Figures of a sweep: alpha schedule, overlays, bars with seed spread, pivot heat map."""
+    """Figures of a sweep: alpha schedule, overlays, bars with seed spread, pivot heat map,
+    critical-difference diagram (PNG, PDF, SVG)."""
+    from analysis.critical_difference import sweep_critical_difference
     from analysis.figures import make_figures
 
     runs = _runs(sweep, tracking_uri, storage, where)
     for path in make_figures(runs, out_dir, run_id, list(images) or None, pivot_knobs, metric, split, log):
         click.echo(str(path))
+    diagram = sweep_critical_difference(runs, out_dir, split, metric)
+    for path in diagram.paths:
+        click.echo(str(path))
+    click.echo(diagram.message, err=True)  # the caption, or why no diagram was drawn
 
 
 @click.command()

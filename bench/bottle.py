@@ -43,10 +43,10 @@ if str(REPO_ROOT) not in sys.path:
 
 from analysis.paper import paper_pair  # noqa: E402
 from bench.train_step import matmul_peak_gflops, step_flops  # noqa: E402
+from haloae.category_data import prepare_data  # noqa: E402
 from haloae.config import HaloAEConfig  # noqa: E402
 from haloae.losses import HaloAELoss  # noqa: E402
 from haloae.model import HaloAE  # noqa: E402
-from haloae.category_data import prepare_data  # noqa: E402
 from haloae.train import batch_views, epoch_indices, fit  # noqa: E402
 
 DEFAULT_ROOT = Path(os.environ.get("MVTEC_ROOT", "/work/shared/data/mvtec_ad"))

@@ -22,4 +22,4 @@ $py -m haloae.cli synth --out /tmp/synth256 --categories synth_disc --size 256 >
 /usr/bin/time -v $py -m haloae.cli train --data-root /tmp/synth256 --category synth_disc --preset paper \
     --set model.backbone.weights=random --set train.epochs=2 --set train.steps_per_epoch=50 \
     --out /tmp/fit_paper 2>&1 | grep -E "image_auroc|Elapsed|Maximum resident|Error|error" | tee "$out/fit_paper.txt"
-$py -c 'import torch,json; c=torch.load("/tmp/fit_paper/checkpoint.pt",weights_only=False); print(json.dumps([{k:v for k,v in h.items() if k.startswith("time") or k=="train/loss"} for h in c["history"]]))' | tee -a "$out/fit_paper.txt"
+$py -c 'import json; from haloae.checkpoint import read_checkpoint; c=read_checkpoint("/tmp/fit_paper/checkpoint.pt"); print(json.dumps([{k:v for k,v in h.items() if k.startswith("time") or k=="train/loss"} for h in c["history"]]))' | tee -a "$out/fit_paper.txt"

@@ -81,5 +81,6 @@ TRACKING_DB_FILE = "mlflow.db"  # the default sqlite tracking store of a sweep
 SWEEP_SPEC_FILE = "spec.yaml"  # the definition as run
 SWEEP_LOCK_FILE = ".lock"  # held (flock) by the running sweep: pid and host
 SWEEP_RAY_DIR = "ray"  # Tune's experiment folder: what --resume restores
+STATISTICS_FILE = "statistics.txt"  # `haloae tables --out`: intervals, paired tests, val-vs-test correlation
 # the registered pyfunc model's one input column: base64 of an image file (the server opens no file a request names)
 PYFUNC_IMAGE_COLUMN = "image"

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
@@ -17,6 +18,9 @@ from analysis.runs import RunsWarning, SweepQueryError, category_group, load_run
 from analysis.significance import sweep_statistics
 from analysis.stats import format_interval, t_interval
 from analysis.tables import variant_label
+from analysis.val_test import NO_PREDICTION
+from haloae.cli import main
+from haloae.vocab import STATISTICS_FILE
 from tests.helpers.analysis import FAKE_CATEGORIES, FAKE_VARIANTS, fake_trials, log_sweep, values_by_seed
 
 METRIC = "test/image_auroc"
@@ -111,6 +115,18 @@ def test_from_mlflow_the_statistics_are_those_of_the_logged_values(tmp_path):
     from_mlflow, by_hand = sweep_statistics(runs), sweep_statistics(frame_of(trials))
     assert from_mlflow.table.equals(by_hand.table) and from_mlflow.caption == by_hand.caption
     assert from_mlflow.correlation.table.equals(by_hand.correlation.table)
+
+    tables = ["tables", "--sweep", "fake", "--storage", str(sweep.storage), "--table", "table3"]
+    printed = CliRunner().invoke(main, tables)
+    assert printed.exit_code == 0, printed.output
+    assert by_hand.table.to_string() in printed.output and NO_PREDICTION in printed.output
+    written = CliRunner().invoke(main, [*tables, "--format", "csv", "--out", str(tmp_path / "out")])
+    assert written.exit_code == 0 and (tmp_path / "out" / STATISTICS_FILE).read_text().startswith(f"Statistics of {METRIC}")
+    bad = CliRunner().invoke(main, [*tables, "--test", "anova"])
+    assert bad.exit_code == 2 and "Error: test: unknown 'anova'" in bad.output
+    drawn = CliRunner().invoke(main, ["figures", "--sweep", "fake", "--storage", str(sweep.storage), "--out", str(tmp_path / "fig"), "--no-log"])
+    assert drawn.exit_code == 0, drawn.output
+    assert "CD diagram not drawn: Friedman's test needs 5 or more categories" in drawn.output  # 2 categories: a message
 
 
 def test_one_configuration_has_intervals_but_no_paired_test():

@@ -181,8 +181,8 @@ def test_make_attention_none_is_identity():
     assert isinstance(make_attention("halo", 8, block_size=2, halo_size=1), HaloAttention)
 
 
-# whole, 1 per chunk, 2 + 2 + 1; the ragged case (tens of seconds each) stays in the fast set
-@pytest.mark.parametrize("chunk_bytes", [pytest.param(None, marks=pytest.mark.slow), pytest.param(1, marks=pytest.mark.slow), 2 * 3 * 4 * 9 * 8])
+@pytest.mark.slow  # finite differences over ~2000 inputs: tens of seconds per case on 2 cores
+@pytest.mark.parametrize("chunk_bytes", [None, 1, 2 * 3 * 4 * 9 * 8])  # whole, 1 per chunk, 2 + 2 + 1
 def test_cpu_block_attention_backward_passes_gradcheck(chunk_bytes, monkeypatch):
     """The chunked CPU core (forward and its hand-written backward) against finite differences,
     with one chunk, single-slice chunks and a ragged last chunk."""

@@ -98,7 +98,8 @@ def test_working_attention_trains_q_k_and_position_tables_and_legacy_does_not(at
                 assert grad.abs().sum() > 0, f"{attention} {name}: no gradient"
 
 
-@pytest.mark.parametrize("preset", [p for p in PRESETS if p not in ("paper", "paper_lean")])
+@pytest.mark.parametrize("preset", [pytest.param(p, marks=pytest.mark.slow) if p.startswith("paper") else p  # paper-sized: slow
+                                    for p in PRESETS if p not in ("paper", "paper_lean")])
 def test_small_presets_run_forward_and_backward(preset, device):
     cfg = HaloAEConfig.from_overrides(preset, {"model.backbone.weights": "random"})
     model = HaloAE(cfg).to(device)

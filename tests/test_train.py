@@ -55,6 +55,7 @@ def test_each_table3_row_trains_a_step(variant, synth_root, tmp_path):
     assert (tmp_path / "metrics.json").is_file() and (tmp_path / BEST_FILE).is_file()
 
 
+@pytest.mark.slow  # several tiny trainings: tens of seconds on 2 cores
 def test_interrupted_run_resumes_to_the_same_weights_and_metrics(synth_root, tmp_path):
     cfg = _cfg(**{"loss.weighting": "uncertainty"})  # learned weighting state must resume too
     data = prepare_data(cfg, synth_root, CATEGORY)
@@ -85,6 +86,7 @@ def test_interrupted_run_resumes_to_the_same_weights_and_metrics(synth_root, tmp
     assert straight.metrics == resumed.metrics
 
 
+@pytest.mark.slow  # several tiny trainings: tens of seconds on 2 cores
 def test_no_test_image_influences_normalisation_or_checkpoint_choice(synth_root, tmp_path):
     """Poison the test split's good images: the normalisation map, fm's standardisation, the chosen
     checkpoint and every validation number stay identical; only test metrics may move."""
@@ -113,6 +115,7 @@ def test_no_test_image_influences_normalisation_or_checkpoint_choice(synth_root,
     assert saved["best_epoch"] == dirty.best_epoch
 
 
+@pytest.mark.slow  # several tiny trainings: tens of seconds on 2 cores
 def test_image_score_picks_the_reduction_behind_image_auroc(synth_root, tmp_path):
     cfg = _cfg()
     data = prepare_data(cfg, synth_root, CATEGORY)
@@ -126,6 +129,7 @@ def test_image_score_picks_the_reduction_behind_image_auroc(synth_root, tmp_path
         assert "test/cls/image_auroc" in metrics and "test/cls/image_auroc_mean" not in metrics  # no map
 
 
+@pytest.mark.slow  # several tiny trainings: tens of seconds on 2 cores
 def test_ties_in_the_objective_go_to_the_later_epoch(synth_root, tmp_path, monkeypatch):
     """Small validation sets saturate (AUROC 1.0 for several epochs): the last of equals is kept."""
 
@@ -138,6 +142,7 @@ def test_ties_in_the_objective_go_to_the_later_epoch(synth_root, tmp_path, monke
     assert result.best_epoch == 2
 
 
+@pytest.mark.slow  # several tiny trainings: tens of seconds on 2 cores
 def test_the_objective_and_its_mode_choose_best_pt(synth_root, tmp_path):
     """Same data and seed, two objectives: best.pt is each one's best epoch (ties: the later), and
     on this run they disagree (image AUROC flat, pixel AUROC rising: its min is the first epoch)."""

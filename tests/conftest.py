@@ -27,3 +27,14 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def device() -> torch.device:
     return torch.device(DEVICE)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """``(data_root, trial)``: one tiny trained run on generated synth_disc data, once per test module
+    (the bundle and checkpoint tests share it)."""
+    from tests.helpers.analysis import synth_data, trained_trials
+
+    root = synth_data(tmp_path_factory.mktemp("data"), ("synth_disc",))
+    (trial,) = trained_trials(root, tmp_path_factory.mktemp("train"), "synth_disc", seeds=(0,))
+    return root, trial

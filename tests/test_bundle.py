@@ -31,17 +31,11 @@ from haloae.cli import main
 from haloae.data import load_image
 from haloae.evaluation import evaluate
 from haloae.scoring import DEFAULT_SCORING
-from tests.helpers.analysis import synth_data, trained_trials
 from tests.helpers.crafted import DAMAGES, damage, write_code_pickle
 
 CATEGORY = "synth_disc"
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = synth_data(tmp_path_factory.mktemp("data"), (CATEGORY,))
-    (trial,) = trained_trials(root, tmp_path_factory.mktemp("train"), CATEGORY, seeds=(0,))
-    return root, trial
 
 
 @pytest.fixture(scope="module")

@@ -24,17 +24,11 @@ from haloae.checkpoint import (
 from haloae.cli import main
 from haloae.train import fit
 from haloae.vocab import BEST_ARTIFACT, BEST_FILE, CHECKPOINT_FILE
-from tests.helpers.analysis import synth_data, trained_trials
 from tests.helpers.crafted import DAMAGES, damage, write_code_pickle
 
 CATEGORY = "synth_disc"
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = synth_data(tmp_path_factory.mktemp("data"), (CATEGORY,))
-    (trial,) = trained_trials(root, tmp_path_factory.mktemp("train"), CATEGORY, seeds=(0,))
-    return root, trial
 
 
 def _one_line_error(result, *names: str) -> str:

@@ -127,14 +127,7 @@ def test_driver_sigkill_then_resume_completes_without_restarts_or_duplicates(tmp
     running_before = [r for r in trial_runs(spec.tracking_uri(), spec.experiment_name()) if r.info.status == "RUNNING"]
     assert running_before, "the kill should have left RUNNING runs behind"
 
-    resumed = subprocess.run(
-        [*HALOAE, "sweep", str(path), "--resume", "--address", ray_head], env=env(), capture_output=True, text=True,
-        timeout=600,
-    )
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    runs = trial_runs(spec.tracking_uri(), spec.experiment_name())
-    assert len(runs) == 4 and not duplicates(runs)
-    assert [r.info.status for r in runs] == ["FINISHED"] * 4
+    runs = _resume_to_the_end(path, ray_head, spec, 4)
     for run in runs:
         steps = epoch_steps(spec.tracking_uri(), run.info.run_id)
         assert set(steps) == set(range(8)), steps
@@ -188,12 +181,18 @@ def test_sigterm_stops_the_sweep_runs_end_killed_and_resume_finishes_it(tmp_path
     assert _parent_status(spec.tracking_uri(), spec.experiment_name()) == "KILLED"
     assert not (Path(spec.sweep_dir()) / ".lock").exists(), "the lock is released on a signal"
 
+    _resume_to_the_end(path, ray_head, spec, 2)
+    assert _parent_status(spec.tracking_uri(), spec.experiment_name()) == "FINISHED"
+
+
+def _resume_to_the_end(path, ray_head: str, spec, n_runs: int) -> list:
+    """``haloae sweep --resume`` on the running head: exit 0, and ``n_runs`` trial runs, each FINISHED once."""
     resumed = subprocess.run(
         [*HALOAE, "sweep", str(path), "--resume", "--address", ray_head], env=env(), capture_output=True, text=True,
         timeout=600,
     )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     runs = trial_runs(spec.tracking_uri(), spec.experiment_name())
-    assert len(runs) == 2 and not duplicates(runs)
-    assert [r.info.status for r in runs] == ["FINISHED"] * 2
-    assert _parent_status(spec.tracking_uri(), spec.experiment_name()) == "FINISHED"
+    assert len(runs) == n_runs and not duplicates(runs)
+    assert [r.info.status for r in runs] == ["FINISHED"] * n_runs
+    return runs

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""``haloae tables | figures | export | predict``: the analysis layer's commands (loaded lazily by
-``haloae.cli``). Heavy imports (pandas, MLflow, torch) happen inside the commands.
+"""``haloae tables | figures | report | sweeps | export | predict``: the analysis layer's commands
+(loaded lazily by ``haloae.cli``). Heavy imports (pandas, MLflow, torch) happen inside the commands.
 
 Bad input (unknown sweep, category, knob, metric or format) raises an ``InputError`` subclass,
 which the ``haloae`` group prints as one line with exit code 2; choices are checked the same way
@@ -15,7 +15,16 @@ import click
 
 from haloae.dotted import AssignmentError, hint, parse_assignments
 from haloae.errors import InputError
-from haloae.vocab import DEFAULT_OBJECTIVE, DEFAULT_STORAGE, ENV_TRACKING_URI, TEST, TRACKING_DB_FILE, VAL
+from haloae.vocab import (
+    DEFAULT_OBJECTIVE,
+    DEFAULT_STORAGE,
+    ENV_TRACKING_URI,
+    FIGURE_FORMATS,
+    REPORT_FILE,
+    TEST,
+    TRACKING_DB_FILE,
+    VAL,
+)
 
 
 class ChoiceError(InputError):
@@ -65,14 +74,14 @@ METRIC = click.option("--metric", default=None, help="Metric of pivots and bars 
 WHERE = click.option("--where", multiple=True, callback=_where, metavar="KEY=VALUE", help="Keep runs whose column equals VALUE (repeatable).")
 
 
-def _runs(sweep, tracking_uri, storage, where):
+def _runs(sweep, tracking_uri, storage, where, stage=None):
     import warnings
 
     from analysis.runs import RunsWarning, load_runs, select
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RunsWarning)  # said once, below
-        runs = load_runs(sweep, tracking_uri, storage)
+        runs = load_runs(sweep, tracking_uri, storage, stage)
     click.echo(runs.attrs["summary"], err=True)
     return select(runs, where) if where else runs
 
@@ -94,8 +103,10 @@ def _runs(sweep, tracking_uri, storage, where):
               help="Then the statistics of --metric: 95% t intervals, paired tests against --reference (Holm), val-vs-test rank correlation.")  # fmt: skip
 @click.option("--reference", default=None, help="Configuration the paired tests compare against (default: the first row).")
 @click.option("--test", "paired", default="wilcoxon", show_default=True, help="Paired test over (category, seed): wilcoxon | ttest.")
-def tables(sweep, tracking_uri, storage, which, fmt, out_dir, paper, split, pivot_knobs, metric, where, stats, reference, paired) -> None:
-    """Paper-style tables of a sweep: mean ± std over seeds, best in bold; then their statistics."""
+@click.option("--stage", default="auto", show_default=True, help="Two-stage sweeps: auto (= confirm) | screen | confirm | all.")
+@click.option("--cell-metrics", default="image_auroc,pixel_auroc", show_default=True, help="Metrics of each cell: image_auroc, pixel_auroc, aupro.")
+def tables(sweep, tracking_uri, storage, which, fmt, out_dir, paper, split, pivot_knobs, metric, where, stats, reference, paired, stage, cell_metrics) -> None:
+    """Paper-style tables of a sweep: mean ± 95% t interval over seeds, * vs --reference (Holm), bold only when significantly best; then their statistics."""
     from pathlib import Path
 
     from analysis import render
@@ -107,8 +118,10 @@ def tables(sweep, tracking_uri, storage, which, fmt, out_dir, paper, split, pivo
     names = list(which)
     if "all" in names:
         names = ["table2", "table3", "tableS1"] + (["pivot"] if pivot_knobs else [])
-    runs = _runs(sweep, tracking_uri, storage, where)
-    built = shapes.build(runs, names, split, paper, pivot_knobs, metric)
+    runs = _runs(sweep, tracking_uri, storage, where, stage)
+    built = shapes.build(runs, names, split, paper, pivot_knobs, metric, tuple(m.strip() for m in cell_metrics.split(",") if m.strip()), reference, paired)
+    if paper:
+        _note_paper_matches(built)
     texts = [(t, render.render(t, fmt)) for t in built]
     statistics = None
     if stats and not finished(runs).empty:
@@ -129,28 +142,45 @@ def tables(sweep, tracking_uri, storage, which, fmt, out_dir, paper, split, pivo
         click.echo(str(folder / STATISTICS_FILE))
 
 
+def _note_paper_matches(built) -> None:
+    """``--paper`` says which rows the paper does not report: in each table's notes, and on stderr
+    in one line when no row of any table matched (then the output holds nothing of the paper)."""
+    from analysis.paper import no_match_note, unmatched_rows
+
+    for table in built:
+        text = no_match_note(table)
+        if text:
+            table.notes.append(text)
+    papered = [t for t in built if t.paper]
+    if papered and all(len(unmatched_rows(t)) == len(t.rows) for t in papered):
+        rows = next((t.rows for t in papered if t.name in ("table3", "table4")), papered[0].rows)  # the configurations
+        click.echo(f"Note: --paper: no paper row matches this sweep's rows ({', '.join(rows)}); the paper reports named "
+                   "variants (see `haloae variants`) and Table S1's scorings, so no paper value is shown.", err=True)  # fmt: skip
+
+
 @click.command()
 @SWEEP
 @TRACKING
 @STORAGE
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the PNGs.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the figures.")
 @click.option("--run", "run_id", default=None, help=f"Run for the alpha schedule and overlays (default: best {DEFAULT_OBJECTIVE}).")
 @click.option("--images", multiple=True, type=click.Path(dir_okay=False), help="Images for the overlays (repeatable; default: a few test images).")
 @PIVOT
 @METRIC
 @SPLIT
 @WHERE
-@click.option("--log/--no-log", default=True, show_default=True, help="Also log the PNGs to the sweep's parent run (figures/).")
-def figures(sweep, tracking_uri, storage, out_dir, run_id, images, pivot_knobs, metric, split, where, log) -> None:
-    """Figures of a sweep: alpha schedule, overlays, bars with seed spread, pivot heat map,
-    critical-difference diagram (PNG, PDF, SVG)."""
+@click.option("--log/--no-log", default=True, show_default=True, help="Also log the figures to the sweep's parent run (figures/).")
+@click.option("--format", "fmt", default="png", show_default=True, callback=_choice("--format", FIGURE_FORMATS), help="png | pdf | svg.")
+def figures(sweep, tracking_uri, storage, out_dir, run_id, images, pivot_knobs, metric, split, where, log, fmt) -> None:
+    """Figures of a sweep: alpha schedule, overlays, bars (overall and per category, with intervals),
+    validation vs test, pivot heat map, critical-difference diagram; as PNG, PDF or SVG."""
     from analysis.critical_difference import sweep_critical_difference
     from analysis.figures import make_figures
 
     runs = _runs(sweep, tracking_uri, storage, where)
-    for path in make_figures(runs, out_dir, run_id, list(images) or None, pivot_knobs, metric, split, log):
+    for path in make_figures(runs, out_dir, run_id, list(images) or None, pivot_knobs, metric, split, log, fmt):
         click.echo(str(path))
-    diagram = sweep_critical_difference(runs, out_dir, split, metric)
+    diagram = sweep_critical_difference(runs, out_dir, split, metric, formats=(fmt,))
     for path in diagram.paths:
         click.echo(str(path))
     click.echo(diagram.message, err=True)  # the caption, or why no diagram was drawn
@@ -192,3 +222,39 @@ def predict(model, images, out_dir, tracking_uri) -> None:
         click.echo(f"Error: {error}", err=True)
     if report.errors:
         sys.exit(2)
+
+
+@click.command()
+@SWEEP
+@TRACKING
+@STORAGE
+@click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False), help=f"The HTML file (default: ./{REPORT_FILE}).")
+@SPLIT
+@METRIC
+@click.option("--reference", default=None, help="Configuration the paired tests compare against (default: the first row).")
+@click.option("--test", "paired", default="wilcoxon", show_default=True, help="Paired test over (category, seed): wilcoxon | ttest.")
+@click.option("--run", "run_id", default=None, help=f"Run for the overlays (default: best {DEFAULT_OBJECTIVE}).")
+@click.option("--images", multiple=True, type=click.Path(dir_okay=False), help="Images for the overlays (repeatable; default: a few test images).")
+@WHERE
+def report(sweep, tracking_uri, storage, out_file, split, metric, reference, paired, run_id, images, where) -> None:
+    """One self-contained HTML report of a sweep: tables with intervals and tests, figures, CD diagram,
+    val-vs-test correlation, learning curves, overlays, failed and stopped runs. Prints its path."""
+    from analysis.report import build_report
+
+    runs = _runs(sweep, tracking_uri, storage, where)
+    target = out_file or REPORT_FILE.format(sweep=sweep)
+    click.echo(str(build_report(runs, target, split, metric, reference=reference, test=paired, run_id=run_id, images=list(images) or None)))
+
+
+@click.command("sweeps")
+@click.option("--storage", default=DEFAULT_STORAGE, show_default=True, type=click.Path(file_okay=False), help="Sweep storage root.")
+def sweeps_list(storage) -> None:
+    """List the sweeps under a storage and their state (running / finished / interrupted / failed,
+    trials done/total), from their folders alone: no Ray is started."""
+    from analysis.listing import list_sweeps
+
+    states = list_sweeps(storage)
+    if not states:
+        click.echo(f"no sweeps under {storage}")
+    for state in states:
+        click.echo(state.line())

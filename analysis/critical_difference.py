@@ -110,9 +110,9 @@ def critical_difference(frame: pd.DataFrame, metric: str, out: Path, name: str =
 
 
 def sweep_critical_difference(runs: RunsFrame, out: Path, split: str = TEST, metric: str | None = None,
-                              alpha: float = ALPHA) -> CriticalDifference:  # fmt: skip
+                              alpha: float = ALPHA, formats: Sequence[str] = FORMATS) -> CriticalDifference:  # fmt: skip
     """The diagram of a sweep's configurations (``analysis.tables.configurations``, FINISHED runs)
-    on ``metric`` (default ``<split>/image_auroc``), as ``out/cd_<metric>.{png,pdf,svg}``."""
+    on ``metric`` (default ``<split>/image_auroc``), as ``out/cd_<metric>.<format>`` per format."""
     metric = require_metric(runs, metric or metric_key(split, "image_auroc"))
     done, _, _ = configurations(runs)
-    return critical_difference(done, metric, Path(out), name=f"cd_{metric.replace('/', '-')}", alpha=alpha)
+    return critical_difference(done, metric, Path(out), name=f"cd_{metric.replace('/', '-')}", alpha=alpha, formats=formats)

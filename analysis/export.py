@@ -17,7 +17,9 @@ The overlay colour range (``map_range``: min and 99.9% quantile of the validatio
 stored too, so overlays of different images share one scale.
 
 The registered model is logged in a new run (tag ``haloae.role=export``) nested under the
-sweep's parent run: trial runs are never modified.
+sweep's parent run: trial runs are never modified. Each registered version says where it came
+from: tags ``objective``, ``objective_value``, ``threshold``, ``source_run_id``, ``sweep``,
+``category``, and the same in words in its description.
 """
 
 from __future__ import annotations
@@ -53,12 +55,17 @@ from haloae.vocab import (
     ROLE_EXPORT,
     TAG_CATEGORY,
     TAG_DATA_ROOT,
+    TAG_OBJECTIVE,
+    TAG_OBJECTIVE_VALUE,
     TAG_PARENT_RUN,
     TAG_ROLE,
     TAG_SOURCE_RUN,
     TAG_SWEEP,
+    TAG_THRESHOLD,
     TEST,
     VAL,
+    is_leaky,
+    leaky_refusal,
     scoring_of,
 )
 
@@ -92,6 +99,8 @@ def model_name(category: str) -> str:
 # ---------------------------------------------------------------------- choosing
 def best_runs(runs: RunsFrame, objective: str = DEFAULT_OBJECTIVE, categories=None) -> dict[str, pd.Series]:
     """category -> the FINISHED run with the highest ``objective`` (ties: the first by run id)."""
+    if is_leaky(objective):  # eval.protocol=paper's numbers: chosen and normalised on test
+        raise SweepQueryError(f"objective: {leaky_refusal(objective)}")
     if not objective.startswith(f"{VAL}/"):
         raise SweepQueryError(f"objective {objective!r}: must be a validation metric (val/...); test data is for reporting only")
     wanted = require_categories(runs, categories)
@@ -151,6 +160,8 @@ def export_sweep(
     register: bool = True,
 ) -> list[Exported]:
     """Bundle (``<out>/<category>/``) and register the best run of each category."""
+    if is_leaky(objective):  # refused before any store is read
+        raise SweepQueryError(f"objective: {leaky_refusal(objective)}")
     runs = load_runs(sweep, tracking_uri, storage)
     chosen = best_runs(runs, objective, categories)
     client = client_for(runs.attrs["tracking_uri"])
@@ -194,7 +205,7 @@ def _export_one(client, runs: RunsFrame, row: pd.Series, folder: Path, objective
     result = Exported(category, run_id, objective, float(row[objective]), folder, calibration["threshold"])
     if not register:
         return result
-    name, version = register_bundle(runs, folder, category, run_id)
+    name, version = register_bundle(runs, folder, category, run_id, result)
     return dataclasses.replace(result, model_name=name, version=version)
 
 
@@ -234,9 +245,11 @@ def signature():
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
-def register_bundle(runs: RunsFrame, bundle: Path, category: str, source_run_id: str) -> tuple[str, str]:
+def register_bundle(runs: RunsFrame, bundle: Path, category: str, source_run_id: str, chosen: Exported | None = None) -> tuple[str, str]:
     """Log the bundle as a pyfunc model in an export run under the sweep's parent, register it as
-    ``haloae-<category>`` and point the alias ``champion`` at the new version."""
+    ``haloae-<category>`` and point the alias ``champion`` at the new version. The version carries
+    how it was chosen (``chosen``: the validation objective and its value, the threshold) and its
+    source trial run, as tags and in its description."""
 
     uri, parent = runs.attrs["tracking_uri"], runs.attrs.get("parent_run_id")
     client = client_for(uri)
@@ -251,8 +264,21 @@ def register_bundle(runs: RunsFrame, bundle: Path, category: str, source_run_id:
             warnings.filterwarnings("ignore", message=".*input example.*", category=UserWarning)
             info = _log_pyfunc(mlflow, bundle, name)
     version = str(info.registered_model_version)
+    _describe_version(client, name, version, runs.attrs["sweep"], category, source_run_id, chosen)
     client.set_registered_model_alias(name, ALIAS, version)
     return name, version
+
+
+def _describe_version(client, name: str, version: str, sweep: str, category: str, source_run_id: str, chosen: Exported | None) -> None:
+    tags = {TAG_SWEEP: sweep, TAG_CATEGORY: category, TAG_SOURCE_RUN: source_run_id}
+    text = f"{category}: the best run of sweep {sweep} (source run {source_run_id})"
+    if chosen is not None:
+        tags |= {TAG_OBJECTIVE: chosen.objective, TAG_OBJECTIVE_VALUE: repr(chosen.value), TAG_THRESHOLD: repr(chosen.threshold)}
+        text = (f"{category}: the best run of sweep {sweep} by {chosen.objective} = {chosen.value:.4f} (validation; "
+                f"source run {source_run_id}); decision threshold {chosen.threshold:.6g}: {THRESHOLD_METHOD}")  # fmt: skip
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    client.update_model_version(name, version, description=text)
 
 
 def _log_pyfunc(mlflow, bundle: Path, name: str):
@@ -278,9 +304,17 @@ def resolve_bundle(model: str, tracking_uri: str | None = None) -> Path:
         return folder
     import mlflow
 
+    # never MLflow's default (sqlite:///<cwd>/mlflow.db): it would create an empty store right here
+    uri = tracking_uri or os.environ.get(ENV_TRACKING_URI)
+    if not uri:
+        raise SweepQueryError(
+            f"--model {model}: which MLflow store holds the registry? pass --tracking-uri "
+            f"(e.g. sqlite:///$PWD/runs/sweeps/<sweep>/mlflow.db) or set {ENV_TRACKING_URI}"
+        )
+    client_for(uri)  # a sqlite file that does not exist is an error, not a new store
     target = Path(tempfile.mkdtemp(prefix="haloae-model-"))
     try:
-        with _tracking(tracking_uri or mlflow.get_tracking_uri()):
+        with _tracking(uri):
             local = mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=str(target))
     except Exception as exc:  # MlflowException: unknown model, version or alias
         raise SweepQueryError(f"--model {model}: cannot fetch it ({' '.join(str(exc).split())[:200]})") from exc

@@ -1,12 +1,16 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Figures of a sweep (matplotlib, PNG), written to a folder and logged to the sweep's parent run
-under ``figures/``:
+"""Figures of a sweep (matplotlib; PNG, PDF or SVG: ``FORMATS``), written to a folder and logged
+to the sweep's parent run under ``figures/``:
 
-    alpha_<run>.png          the alpha schedule of a run (paper Fig. 3), from its config
-    overlays_<run>.png       anomaly-map overlays of chosen images (Fig. 1 style), from its checkpoint
-    bars_<metric>.png        a bar per configuration: mean over categories, seed spread as error
-                             bar (std) and one dot per seed
-    heatmap_<a>_x_<b>.png    a two-knob pivot (``analysis.tables.pivot``) as a heat map
+    alpha_<run>.<fmt>          the alpha schedule of a run (paper Fig. 3), from its config
+    overlays_<run>.<fmt>       anomaly-map overlays of chosen images (Fig. 1 style), from its
+                               checkpoint: the ground-truth contour and a colour bar of the map
+    bars_<metric>.<fmt>        a bar per configuration: mean over categories, seed spread as error
+                               bar (std) and one dot per seed
+    category_bars_<metric>.<fmt>  a bar per (category, configuration): mean over seeds with its 95% t
+                               interval (``analysis.stats.t_interval``)
+    val_test_<metric>.<fmt>    each run's validation objective against its test metric
+    heatmap_<a>_x_<b>.<fmt>    a two-knob pivot (``analysis.tables.pivot``) as a heat map
 
 The statistics are those of the tables (``analysis.tables``), so a bar equals its table's "Mean".
 """
@@ -19,8 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.runs import RunsFrame, SweepQueryError, category_order, client_for, require_metric, run_config
-from haloae.vocab import BEST_ARTIFACT, DEFAULT_OBJECTIVE, TAG_CATEGORY, TAG_DATA_ROOT, metric_key
+from analysis.runs import RunsFrame, SweepQueryError, category_order, client_for, finished, require_metric, run_config
+from haloae.vocab import BEST_ARTIFACT, DEFAULT_OBJECTIVE, FIGURE_FORMATS, TAG_CATEGORY, TAG_DATA_ROOT, metric_key
+
+FORMATS = FIGURE_FORMATS
+CONTOUR_COLOUR = "#ff40c8"  # the ground truth's outline: pink, as haloae.overlay draws it
 
 
 def _pyplot():
@@ -44,14 +51,14 @@ def _slug(text: str) -> str:
 
 
 # ---------------------------------------------------------------------- one run
-def alpha_figure(runs: RunsFrame, run_id: str, out: Path) -> Path:
+def alpha_figure(runs: RunsFrame, run_id: str, out: Path, fmt: str = "png") -> Path:
     """The run's alpha schedule (its config's ``loss.alpha`` over its epochs), as paper Fig. 3."""
     from haloae.plots import plot_alpha_schedule
 
     cfg = run_config(client_for(runs.attrs["tracking_uri"]), run_id)
     row = runs[runs["run_id"] == run_id].iloc[0]
     title = f"alpha: {row['variant']}, {row['category']}, seed {row['seed']} ({cfg.loss.weighting})"
-    return plot_alpha_schedule(cfg, out / f"alpha_{run_id[:8]}.png", title=title)
+    return plot_alpha_schedule(cfg, out / f"alpha_{run_id[:8]}.{fmt}", title=title)
 
 
 def default_images(data_root: str | Path, category: str, limit: int = 6) -> list[Path]:
@@ -89,27 +96,59 @@ def overlay_scores(runs: RunsFrame, run_id: str, images: Sequence[str | Path] | 
     return list(images), batch, predictor, predictor.predict(batch)
 
 
+def ground_truth_mask(image: str | Path, size: int):
+    """The (size, size) mask of an MVTec-layout test image (``<cat>/test/<defect>/<stem>.png`` ->
+    ``<cat>/ground_truth/<defect>/<stem>_mask.png``), or None (a good image, or another layout)."""
+    from haloae.data import MASK_SUFFIX
+    from haloae.images import load_mask
+
+    path = Path(image)
+    if len(path.parents) < 3 or path.parents[1].name != "test":
+        return None
+    mask = path.parents[2] / "ground_truth" / path.parent.name / f"{path.stem}{MASK_SUFFIX}.png"
+    return load_mask(mask, size)[0].numpy() if mask.is_file() else None
+
+
 def overlay_figure(runs: RunsFrame, run_id: str, out: Path, images: Sequence[str | Path] | None = None,
-                   scored=None) -> Path:  # fmt: skip
-    """Overlays of ``images`` by the run's best checkpoint (``scored``: ``overlay_scores``' result, if done)."""
-    from analysis.predict import map_range_of, overlay_panel
+                   scored=None, fmt: str = "png") -> Path:  # fmt: skip
+    """Overlays of ``images`` by the run's best checkpoint (``scored``: ``overlay_scores``' result, if
+    done): per image, the image and its anomaly map blended on it, the ground truth's contour, and
+    one colour bar for the map's values (the bundle's validation range, shared by every image)."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    from analysis.predict import map_range_of
 
     images, batch, predictor, result = scored or overlay_scores(runs, run_id, images)
     category = runs[runs["run_id"] == run_id]["category"].iloc[0] if (runs["run_id"] == run_id).any() else ""
-    colour_range = map_range_of(predictor, result.maps)
+    low, high = map_range_of(predictor, result.maps)
+    norm, cmap = Normalize(low, max(high, low + 1e-12)), colormaps["jet"]
     plt = _pyplot()
-    fig, axes = plt.subplots(len(batch), 1, figsize=(4, 2.1 * len(batch)), dpi=100, squeeze=False)
-    for i, ax in enumerate(axes[:, 0]):
-        amap = result.maps[i] if result.maps is not None else None
-        ax.imshow(overlay_panel(batch[i], amap, colour_range))
-        ax.set_title(f"{Path(images[i]).parent.name}/{Path(images[i]).name}: score {float(result.scores[i]):.4g}", fontsize=8)
-        ax.axis("off")
-    fig.suptitle(f"{category}: {predictor.scoring} maps, run {run_id[:8]}", fontsize=9)
-    return _save(plt, fig, out / f"overlays_{run_id[:8]}.png")
+    fig, axes = plt.subplots(len(batch), 2, figsize=(5.2, 2.3 * len(batch)), dpi=100, squeeze=False)
+    for i, (left, right) in enumerate(axes):
+        picture = batch[i].clamp(0, 1).permute(1, 2, 0).numpy()  # (S, S, 3)
+        left.imshow(picture)
+        right.imshow(picture)
+        if result.maps is not None:
+            right.imshow(result.maps[i].numpy(), cmap=cmap, norm=norm, alpha=0.5)
+        mask = ground_truth_mask(images[i], picture.shape[0])
+        if mask is not None and mask.any():
+            right.contour(mask, levels=[0.5], colors=CONTOUR_COLOUR, linewidths=1.0)
+        left.set_title(f"{Path(images[i]).parent.name}/{Path(images[i]).name}", fontsize=7)
+        right.set_title(f"score {float(result.scores[i]):.4g}", fontsize=7)
+        left.axis("off")
+        right.axis("off")
+    fig.suptitle(f"{category}: {predictor.scoring} maps, run {run_id[:8]}; ground truth outlined", fontsize=8)
+    fig.tight_layout()
+    fig.colorbar(ScalarMappable(norm, cmap), ax=axes.ravel().tolist(), shrink=0.8, label="anomaly map value")
+    fig.savefig(out / f"overlays_{run_id[:8]}.{fmt}")
+    plt.close(fig)
+    return out / f"overlays_{run_id[:8]}.{fmt}"
 
 
 # ---------------------------------------------------------------------- across runs
-def bar_figure(runs: RunsFrame, metric: str, out: Path) -> Path:
+def bar_figure(runs: RunsFrame, metric: str, out: Path, fmt: str = "png") -> Path:
     """A bar per configuration: the mean over categories, std over seeds, a dot per seed."""
     from analysis.tables import configurations, group_stat, seed_means
 
@@ -130,10 +169,61 @@ def bar_figure(runs: RunsFrame, metric: str, out: Path) -> Path:
     ax.set_xticklabels([c.replace(", ", "\n") for c in configs], rotation=30, ha="right", fontsize=7)  # a knob per line, keys whole
     ax.set_ylabel(f"{metric} (%)")
     ax.set_title(f"{runs.attrs.get('sweep')}: {metric}\nmean over {len(categories)} categories, bar = std over seeds, dot = a seed", fontsize=8)
-    return _save(plt, fig, out / f"bars_{_slug(metric)}.png")
+    return _save(plt, fig, out / f"bars_{_slug(metric)}.{fmt}")
 
 
-def heatmap_figure(runs: RunsFrame, rows: str, columns: str, metric: str, out: Path, split: str = "test") -> Path:
+def category_bars_figure(runs: RunsFrame, metric: str, out: Path, fmt: str = "png") -> Path:
+    """Per category, a bar per configuration: the mean over seeds with its 95% t interval as the
+    error bar (none with one seed), a dot per seed."""
+    from analysis.stats import LEVEL, t_interval
+    from analysis.tables import configurations
+
+    require_metric(runs, metric)
+    done, configs, _ = configurations(runs)
+    categories = category_order(done["category"])
+    width = 0.8 / max(len(configs), 1)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(categories) * max(len(configs), 2) * 0.5 + 2), 3.8), dpi=100)
+    colours = plt.get_cmap("tab10")
+    for j, config in enumerate(configs):
+        mine = done[done["config"] == config]
+        for x, category in enumerate(categories):
+            per_seed = mine[mine["category"] == category].groupby("seed")[metric].mean().dropna()
+            interval = t_interval(per_seed)
+            if interval is None:
+                continue
+            position = x - 0.4 + width * (j + 0.5)
+            error = 100 * interval.half_width if interval.defined else None
+            ax.bar(position, 100 * interval.mean, width, yerr=error, capsize=3, color=colours(j % 10),
+                   label=config if x == 0 else None)  # fmt: skip
+            ax.scatter(np.full(len(per_seed), position), 100 * per_seed.values, color="black", s=8, zorder=3)
+    ax.set_xticks(range(len(categories)), categories, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel(f"{metric} (%)")
+    ax.legend(fontsize=6, loc="lower right")
+    ax.set_title(f"{runs.attrs.get('sweep')}: {metric} per category\nbar = mean over seeds, "
+                 f"error bar = {100 * LEVEL:g}% t interval, dot = a seed", fontsize=8)  # fmt: skip
+    return _save(plt, fig, out / f"category_bars_{_slug(metric)}.{fmt}")
+
+
+def val_test_figure(runs: RunsFrame, objective: str, test_metric: str, out: Path, fmt: str = "png") -> Path:
+    """Each FINISHED run's validation ``objective`` (x) against its ``test_metric`` (y), a colour
+    per category: what ``analysis.val_test`` ranks."""
+    require_metric(runs, objective)
+    require_metric(runs, test_metric)
+    done = finished(runs)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.6, 3.8), dpi=100)
+    for category in category_order(done["category"]):
+        mine = done[done["category"] == category]
+        ax.scatter(100 * mine[objective], 100 * mine[test_metric], s=14, label=category)
+    ax.set_xlabel(f"{objective} (%, validation)")
+    ax.set_ylabel(f"{test_metric} (%, test)")
+    ax.legend(fontsize=6)
+    ax.set_title(f"{runs.attrs.get('sweep')}: does validation predict test?\na dot = a run", fontsize=8)
+    return _save(plt, fig, out / f"val_test_{_slug(test_metric)}.{fmt}")
+
+
+def heatmap_figure(runs: RunsFrame, rows: str, columns: str, metric: str, out: Path, split: str = "test", fmt: str = "png") -> Path:
     """The pivot table ``rows`` x ``columns`` of ``metric`` as a heat map annotated mean ± std."""
     from analysis.tables import pivot
 
@@ -158,7 +248,7 @@ def heatmap_figure(runs: RunsFrame, rows: str, columns: str, metric: str, out: P
     ax.set_ylabel(rows)
     fig.colorbar(image, ax=ax, label=f"{metric} (%)")
     ax.set_title(f"{runs.attrs.get('sweep')}: {metric}", fontsize=9)
-    return _save(plt, fig, out / f"heatmap_{_slug(rows)}_x_{_slug(columns)}.png")
+    return _save(plt, fig, out / f"heatmap_{_slug(rows)}_x_{_slug(columns)}.{fmt}")
 
 
 def log_to_parent(runs: RunsFrame, paths: Sequence[Path]) -> None:
@@ -173,12 +263,13 @@ def log_to_parent(runs: RunsFrame, paths: Sequence[Path]) -> None:
 
 def make_figures(runs: RunsFrame, out: str | Path, run_id: str | None = None, images: Sequence[str | Path] | None = None,
                  pivot_knobs: tuple[str, str] | None = None, metric: str | None = None, split: str = "test",
-                 log: bool = True) -> list[Path]:  # fmt: skip
-    """Every figure that applies: alpha + overlays of ``run_id`` (default: the run with the best
-    ``DEFAULT_OBJECTIVE``), bars of ``metric`` (default ``<split>/image_auroc``), and a heat map for
-    ``pivot_knobs`` (default: the two knobs when exactly two vary)."""
-    from analysis.runs import finished
-
+                 log: bool = True, fmt: str = "png") -> list[Path]:  # fmt: skip
+    """Every figure that applies, as ``fmt`` (png, pdf or svg): alpha + overlays of ``run_id``
+    (default: the run with the best ``DEFAULT_OBJECTIVE``), bars of ``metric`` (default
+    ``<split>/image_auroc``) overall and per category, and a heat map for ``pivot_knobs`` (default:
+    the two knobs when exactly two vary)."""
+    if fmt not in FORMATS:
+        raise SweepQueryError(f"figure format: unknown {fmt!r}; valid: {', '.join(FORMATS)}")
     metric = metric or metric_key(split, "image_auroc")
     chosen = run_id
     if chosen is None:
@@ -196,14 +287,18 @@ def make_figures(runs: RunsFrame, out: str | Path, run_id: str | None = None, im
                 raise
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [bar_figure(runs, metric, folder)]
+    paths = [bar_figure(runs, metric, folder, fmt), category_bars_figure(runs, metric, folder, fmt)]
     knobs = pivot_knobs or (tuple(runs.attrs["varied"]) if len(runs.attrs.get("varied", [])) == 2 else None)
     if knobs:
-        paths.append(heatmap_figure(runs, knobs[0], knobs[1], metric, folder, split))
+        paths.append(heatmap_figure(runs, knobs[0], knobs[1], metric, folder, split, fmt))
+    from analysis.val_test import on_test_split
+
+    if {DEFAULT_OBJECTIVE, on_test_split(DEFAULT_OBJECTIVE)} <= set(runs.columns):
+        paths.append(val_test_figure(runs, DEFAULT_OBJECTIVE, on_test_split(DEFAULT_OBJECTIVE), folder, fmt))
     if chosen is not None:
-        paths.append(alpha_figure(runs, chosen, folder))
+        paths.append(alpha_figure(runs, chosen, folder, fmt))
         if scored is not None:
-            paths.append(overlay_figure(runs, chosen, folder, scored=scored))
+            paths.append(overlay_figure(runs, chosen, folder, scored=scored, fmt=fmt))
     if log:
         log_to_parent(runs, paths)
     return paths

@@ -71,3 +71,22 @@ def mean_of(pairs: list[Pair | None]) -> Pair | None:
         values = [p[i] for p in pairs]  # type: ignore[index]
         out.append(f"{sum(float(v) for v in values) / len(values):.1f}" if all(values) else None)
     return out[0], out[1]
+
+
+def unmatched_rows(table) -> list[str]:
+    """The rows of an ``analysis.render.Table`` built with the paper's values that got none of them."""
+    return [r for r in table.rows if not any((c := table.cell(r, col)) is not None and c.paper and any(c.paper) for col in table.columns)]
+
+
+def no_match_note(table) -> str | None:
+    """What ``--paper`` says beside a table: that no paper row matches its rows (then nothing of the
+    paper is shown), or which rows have no paper counterpart; None when every row has one."""
+    if not table.paper:
+        return None
+    missing = unmatched_rows(table)
+    if not missing:
+        return None
+    if len(missing) == len(table.rows):
+        return (f"--paper: no row of the paper's tables matches this table's rows ({', '.join(table.rows)}), so no paper value "
+                "is shown; the paper reports named variants (`haloae variants`: Tables 3 and 4) and Table S1's scorings.")  # fmt: skip
+    return f"--paper: no paper value for {', '.join(missing)} (the paper does not report these rows)."

@@ -9,7 +9,13 @@ flattened config as params, per-epoch metrics (step = epoch) and the final ``val
 
 ``load_runs`` returns every child run, whatever its status; only FINISHED runs enter aggregates
 (``finished``), and ``describe`` says how many were left out and why, so a failed trial is
-reported rather than silently missing from a table.
+reported rather than silently missing from a table. A run the scheduler stopped early is FINISHED
+once ``sweeps.stopped`` has evaluated its best checkpoint; its ``stopped_at_epoch`` column says
+after how many epochs (tag ``haloae.stopped_at_epoch``), so tables count it and mark it.
+
+A two-stage sweep (``sweeps.protocol``) tags its runs ``haloae.stage``: screen | confirm. By
+default the frame holds the confirm stage only (the measurement: every cell to the full budget on
+every seed); ``stage="screen"`` or ``"all"`` asks for the search stage too (``select_stage``).
 
 Where the tracking store is: ``tracking_uri`` if given, else ``<storage>/<sweep>/mlflow.db`` if
 ``storage`` is given, else ``$MLFLOW_TRACKING_URI``, else ``runs/sweeps/<sweep>/mlflow.db``
@@ -32,16 +38,21 @@ import pandas as pd
 from haloae.dotted import hint
 from haloae.errors import InputError
 from haloae.vocab import (
+    CURVE_PREFIX,
     DEFAULT_OBJECTIVE,
     DEFAULT_STORAGE,
     ENV_TRACKING_URI,
     ROLE_PARENT,
     ROLE_TRIAL,
+    STAGE_CONFIRM,
+    STAGE_SCREEN,
     TAG_CATEGORY,
     TAG_DATA_ROOT,
     TAG_ERROR,
     TAG_ROLE,
     TAG_SEED,
+    TAG_STAGE,
+    TAG_STOPPED_AT,
     TAG_SWEEP,
     TAG_TRIAL_ID,
     TAG_VARIANT,
@@ -55,7 +66,10 @@ from haloae.vocab import (
 FINISHED = "FINISHED"
 GROUPS = ("texture", "object", "other")  # table order
 # Columns that identify a row but are never "knobs" of a configuration.
-ID_COLUMNS = ("run_id", TAG_TRIAL_ID, TAG_CATEGORY, "group", TAG_VARIANT, TAG_SEED, "status", TAG_ERROR)
+STAGE = "stage"  # column: the run's haloae.stage ("" outside a two-stage sweep)
+STOPPED_AT = "stopped_at_epoch"  # column: epochs trained by a run the scheduler stopped (None: it was not)
+ID_COLUMNS = ("run_id", TAG_TRIAL_ID, TAG_CATEGORY, "group", TAG_VARIANT, TAG_SEED, "status", TAG_ERROR, STAGE, STOPPED_AT)
+STAGES = ("auto", STAGE_SCREEN, STAGE_CONFIRM, "all")  # auto: confirm when the sweep has stages, else every run
 NOT_KNOBS = {TAG_CATEGORY, TAG_SEED, "train.seed", TAG_DATA_ROOT}
 
 # A run frame is a plain DataFrame; ``frame.attrs`` carries: sweep, tracking_uri, parent_run_id,
@@ -207,15 +221,17 @@ def _headline(key: str) -> bool:
 
 
 def _values_at_best_epoch(client, run_id: str, metrics: dict[str, float]) -> dict[str, float]:
-    """``val/*`` keys are logged every epoch *and* once more for the best checkpoint at step
-    ``best_epoch``; MLflow's "latest" value is the last epoch's. Read the best epoch's instead.
+    """Corrections to MLflow's latest ``val/*`` values, for stores of older sweeps.
 
-    One history query tells whether the last epoch is the best one (then latest = best); only
-    otherwise are the headline val keys' histories read.
+    Today a run logs its epochs' validation as ``curve/val/*`` and ``val/*`` once, for the best
+    checkpoint: latest = best, nothing to read (no query). Older runs logged ``val/*`` every epoch
+    *and* once more at step ``best_epoch``, so their latest value is the last epoch's: one history
+    query tells whether the last epoch is the best one; only otherwise are the headline val keys'
+    histories read for the best epoch's values.
     """
     best = metrics.get("best_epoch")
     keys = sorted(k for k in metrics if _headline(k))
-    if best is None or not keys:
+    if best is None or not keys or any(k.startswith(CURVE_PREFIX) for k in metrics):
         return {}
     probe = DEFAULT_OBJECTIVE if DEFAULT_OBJECTIVE in keys else keys[0]
     probed = client.get_metric_history(run_id, probe)
@@ -248,7 +264,8 @@ def _varied(parent, children: list, params: dict[str, dict[str, Any]]) -> list[s
     return differing
 
 
-def load_runs(sweep: str, tracking_uri: str | None = None, storage: str | Path | None = None) -> RunsFrame:
+def load_runs(sweep: str, tracking_uri: str | None = None, storage: str | Path | None = None,
+              stage: str | None = None) -> RunsFrame:  # fmt: skip
     """Every child run of ``sweep`` -> a DataFrame, a row per (trial, category, seed).
 
     Columns: run_id, trial_id, category, group (texture|object|other), variant, seed, status,
@@ -284,6 +301,8 @@ def load_runs(sweep: str, tracking_uri: str | None = None, storage: str | Path |
             TAG_SEED: int(seed) if seed is not None and str(seed).lstrip("-").isdigit() else seed,
             "status": run.info.status,
             TAG_ERROR: tags.get(TAG_ERROR, ""),
+            STAGE: tags.get(TAG_STAGE, ""),
+            STOPPED_AT: int(tags[TAG_STOPPED_AT]) if tags.get(TAG_STOPPED_AT, "").isdigit() else None,
         }
         row.update({k: p.get(k, _literal(tags[k]) if k in tags else None) for k in varied if k not in row})
         row.update(metrics)
@@ -300,6 +319,7 @@ def load_runs(sweep: str, tracking_uri: str | None = None, storage: str | Path |
         parent_run_id=parent.info.run_id if parent is not None else None,
         varied=[k for k in varied if k not in ("category", "seed")],
     )
+    frame = select_stage(frame, stage)
     frame.attrs["summary"] = describe(frame)
     if (frame["status"] != FINISHED).any():
         warnings.warn(frame.attrs["summary"], RunsWarning, stacklevel=2)
@@ -311,10 +331,40 @@ def finished(runs: RunsFrame) -> RunsFrame:
     return runs[runs["status"] == FINISHED]
 
 
+def select_stage(runs: RunsFrame, stage: str | None = None) -> RunsFrame:
+    """The runs of one stage of a two-stage sweep: ``auto`` (None) = confirm when the sweep has
+    stages, else every run; ``screen`` | ``confirm``; ``all`` = both. ``attrs["stage"]`` says
+    which, ``attrs["other_stages"]`` how many runs were left out."""
+    stage = stage or "auto"
+    if stage not in STAGES:
+        raise SweepQueryError(f"--stage: unknown {stage!r}; {hint(stage, STAGES)}valid: {', '.join(STAGES)}")
+    staged = runs[STAGE].astype(str) != "" if STAGE in runs.columns else pd.Series(False, index=runs.index)
+    sweep = runs.attrs.get("sweep", "?")
+    if stage in (STAGE_SCREEN, STAGE_CONFIRM) and not staged.any():
+        raise SweepQueryError(f"--stage {stage}: sweep {sweep} has no stages (no protocol section); use --stage all")
+    if stage == "all" or not staged.any():
+        out, chosen = runs, "all"
+    else:
+        chosen = STAGE_CONFIRM if stage == "auto" else stage
+        out = runs[runs[STAGE] == chosen]
+        if out.empty:
+            others = ", ".join(f"{n} {s}" for s, n in runs[STAGE].value_counts().sort_index().items())
+            raise SweepQueryError(f"sweep {sweep}: no {chosen}-stage run yet (it has {others}); ask for another with --stage screen|all")
+    out = out.copy()
+    out.attrs = {**runs.attrs, "stage": chosen, "other_stages": len(runs) - len(out)}
+    return out
+
+
 def describe(runs: RunsFrame) -> str:
-    """One line: how many runs, how many left out of aggregates, and why (first error quoted)."""
+    """One line: how many runs (of which stage), how many stopped early and counted, how many left
+    out of aggregates, and why (first error quoted)."""
     sweep = runs.attrs.get("sweep", "?")
     total = len(runs)
+    stage = runs.attrs.get("stage", "all")
+    if stage != "all":
+        sweep += f" ({stage} stage; {runs.attrs.get('other_stages', 0)} runs of the other stage not shown: --stage)"
+    if STOPPED_AT in runs.columns and (stopped := int(((runs["status"] == FINISHED) & runs[STOPPED_AT].notna()).sum())):
+        sweep += f"; {stopped} stopped early by the scheduler, evaluated at their best checkpoint and counted"
     left = runs[runs["status"] != FINISHED]
     if left.empty:
         return f"sweep {sweep}: {total} runs, all FINISHED"

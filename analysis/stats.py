@@ -107,7 +107,7 @@ def interval_caption(n: int, level: float = LEVEL) -> str:
 class Comparison:
     """One row against the reference row over their common (category, seed) pairs. Differences
     are row - reference (fractions); ``p_holm`` is Holm-corrected across the table's rows; a
-    p-value is NaN when the test is undefined (no pair, or a t-test on fewer than 2)."""
+    p-value is NaN when the test is undefined (fewer than 2 pairs)."""
 
     row: str
     reference: str
@@ -157,7 +157,7 @@ def paired_test(row: Sequence[float], reference: Sequence[float], test: str = "w
     if zero_method not in ZERO_METHODS:
         raise SweepQueryError(f"zero_method: unknown {zero_method!r}; valid: {', '.join(ZERO_METHODS)}")
     x, y = np.asarray(row, dtype=float), np.asarray(reference, dtype=float)
-    if len(x) == 0 or (test == "ttest" and len(x) < 2):
+    if len(x) < 2:  # one pair: no test (scipy's Wilcoxon needs two; a t-test has no variance)
         return math.nan, math.nan
     with warnings.catch_warnings():  # all-equal differences: scipy warns and answers (p = 1, or t = inf)
         warnings.simplefilter("ignore", RuntimeWarning)

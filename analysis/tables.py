@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Paper-style tables from a run frame (``analysis.runs.load_runs``): mean +- std over seeds.
+"""Paper-style tables from a run frame (``analysis.runs.load_runs``): mean with a 95% t interval
+over seeds, paired tests against a reference row, bold only when significantly best.
 
 Shapes:
     table2       categories (textures, objects, others; then Mean Text., Mean Obj., Mean Other,
@@ -8,48 +9,59 @@ Shapes:
     tableS1      Table S1's scorings x categories (and the means), one table per configuration
     pivot        knob A x knob B, one metric averaged over every category
 
-A *configuration* is one combination of the sweep's varied knobs (``frame.attrs["varied"]``; the
-variant alone when nothing else varies); seeds are its repeats. Only FINISHED runs count.
+``metrics`` chooses the cell's metrics (default image and pixel AUROC; ``aupro`` too). A
+*configuration* is one combination of the sweep's varied knobs (``frame.attrs["varied"]``; the
+variant alone when nothing else varies); seeds are its repeats. Only FINISHED runs count (a run
+the scheduler stopped early is FINISHED once its best checkpoint is evaluated, and is marked);
+runs that failed are marked in their cells and listed in the notes, a cell with only failed runs
+reads "failed", never nothing.
 
-Statistics: a category cell is the mean and sample std over seeds (n = seeds with a value). A
-mean row or column (over a group of categories) has as value the mean of its category cells, as
-the paper's, and as std the spread over seeds of the per-seed mean over those categories, counting
-only the seeds that have every category (n = those seeds); ``(n=k)`` marks a cell whose n differs.
-
-Bold marks the best configuration (highest mean at the printed precision; ties all bold): per row
-where configurations are columns (Table 2), per column where they are rows (Tables 3/4), per
-column in Table S1 (the best scoring per category) and in a pivot (per column). The paper's values
-(``paper=True``) sit in their own column beside ours and are never bolded.
+Statistics: a category cell is the mean over seeds with the 95% Student-t interval of that mean
+(``analysis.stats.t_interval``: scipy's), n = seeds with a value. A mean row or column (over a
+group of categories) has as value the mean of its category cells, as the paper's, and as interval
+(and std) those of the per-seed mean over the group, over the seeds that have every category (n =
+those seeds); ``(n=k)`` marks a cell whose n differs. Paired tests, the significant best and the
+markers: ``analysis.markers`` (a line = a column of Tables 3/4, S1 and pivots, a row of Table 2).
+The paper's values (``paper=True``) sit in their own column beside ours and are never bolded.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 
-from analysis import paper
+from analysis import markers, paper
+from analysis.markers import ROW, Line
 from analysis.render import Cell, Stat, Table
 from analysis.runs import GROUPS, RunsFrame, SweepQueryError, category_order, equals, finished, require_metric
+from analysis.stats import ALPHA, t_interval
 from haloae.dotted import hint
 from haloae.vocab import TAG_CATEGORY, TAG_SEED, TAG_VARIANT, TEST, VAL, metric_key
 
 TABLES = ("table2", "table3", "table4", "tableS1", "pivot")
 SPLITS = (TEST, VAL)
 PAIR = ("image_auroc", "pixel_auroc")
-PAIR_LABELS = ("image AUROC", "pixel AUROC")
+METRIC_LABELS = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO"}
+PAIR_LABELS = tuple(METRIC_LABELS[m] for m in PAIR)
 GROUP_LABELS = {"texture": "Mean Text.", "object": "Mean Obj.", "other": "Mean Other", "all": "Mean"}
+P_HEADER = "p vs {reference} (Holm), Mean"
 
 
 # ---------------------------------------------------------------------- statistics over seeds
-def seed_stat(values: pd.Series, seeds: pd.Series) -> Stat | None:
-    """Mean and sample std over seeds of one metric (runs of the same seed averaged first)."""
-    per_seed = values.groupby(seeds.values).mean().dropna()
-    if per_seed.empty:
+def _stat(per_seed: pd.Series, mean: float | None = None) -> Stat | None:
+    interval = t_interval(per_seed)
+    if interval is None:
         return None
-    return Stat(float(per_seed.mean()), float(per_seed.std(ddof=1)) if len(per_seed) > 1 else math.nan, len(per_seed))
+    std = float(per_seed.std(ddof=1)) if interval.n > 1 else math.nan
+    return Stat(interval.mean if mean is None else mean, std, interval.n, interval.low, interval.high)
+
+
+def seed_stat(values: pd.Series, seeds: pd.Series) -> Stat | None:
+    """Mean, sample std and 95% t interval over seeds of one metric (runs of a seed averaged first)."""
+    return _stat(values.groupby(seeds.values).mean().dropna())
 
 
 def seed_means(frame: pd.DataFrame, metric: str, categories: Sequence[str]) -> tuple[pd.Series, pd.Series]:
@@ -60,29 +72,14 @@ def seed_means(frame: pd.DataFrame, metric: str, categories: Sequence[str]) -> t
 
 
 def group_stat(frame: pd.DataFrame, metric: str, categories: Sequence[str]) -> Stat | None:
-    """Over a group of categories: the mean of the category means, and the std over the seeds
-    that have every category of the per-seed mean over them (n = those seeds)."""
+    """Over a group of categories: the mean of the category means, and the std and t interval over
+    the seeds that have every category of the per-seed mean over them (n = those seeds)."""
     if metric not in frame.columns or frame.loc[frame["category"].isin(categories), metric].isna().all():
         return None
     per_category, per_seed = seed_means(frame, metric, categories)
-    std = float(per_seed.std(ddof=1)) if len(per_seed) > 1 else math.nan
-    return Stat(float(per_category.mean()), std, len(per_seed))
-
-
-def mark_best(cells: dict[tuple[str, str], Cell], lines: Iterable[Sequence[tuple[str, str]]]) -> dict[tuple[str, str], Cell]:
-    """Flag, per metric, the cells of each line whose mean is the line's highest as printed."""
-    flags = {key: list(cell.best or (False,) * len(cell.stats)) for key, cell in cells.items()}
-    for line in lines:
-        present = [k for k in line if k in cells]
-        for i in range(max((len(cells[k].stats) for k in present), default=0)):
-            shown = {k: round(100 * cells[k].stats[i].mean, 1) for k in present
-                     if cells[k].stats[i] is not None and not math.isnan(cells[k].stats[i].mean)}  # fmt: skip
-            if len(shown) < 2:
-                continue  # nothing to compare
-            top = max(shown.values())
-            for k, value in shown.items():
-                flags[k][i] = flags[k][i] or value == top
-    return {k: Cell(c.stats, tuple(flags[k]), c.paper) for k, c in cells.items()}
+    if per_seed.empty:
+        return Stat(float(per_category.mean()), math.nan, 0)
+    return _stat(per_seed, float(per_category.mean()))
 
 
 # ---------------------------------------------------------------------- configurations
@@ -96,13 +93,13 @@ def _sort_key(value: Any) -> tuple:
     return 2, 0, str(value)
 
 
-def configurations(runs: RunsFrame) -> tuple[pd.DataFrame, list[str], dict[str, str | None]]:
-    """FINISHED runs with a ``config`` label column; the labels in order; label -> variant name when
+def labelled(runs: RunsFrame) -> tuple[pd.DataFrame, list[str], dict[str, str | None]]:
+    """Every run with a ``config`` label column; the labels in order; label -> variant name when
     the configuration is a variant alone (then the paper's rows apply), else None."""
     knobs = [k for k in runs.attrs.get("varied", []) if k in runs.columns] or [TAG_VARIANT]
-    done = finished(runs).copy()
+    out = runs.copy()
     by_variant = knobs == [TAG_VARIANT]
-    keys = sorted({tuple(r) for r in done[knobs].itertuples(index=False)}, key=lambda t: tuple(_sort_key(v) for v in t))
+    keys = sorted({tuple(r) for r in out[knobs].itertuples(index=False)}, key=lambda t: tuple(_sort_key(v) for v in t))
 
     def label(values: tuple) -> str:
         if by_variant:
@@ -111,9 +108,18 @@ def configurations(runs: RunsFrame) -> tuple[pd.DataFrame, list[str], dict[str, 
         return ", ".join(str(v) if k == TAG_VARIANT else f"{k}={v}" for k, v in zip(knobs, values, strict=True))
 
     labels = {key: label(key) for key in keys}
-    done["config"] = [labels[tuple(r)] for r in done[knobs].itertuples(index=False)]
+    out[ROW] = [labels[tuple(r)] for r in out[knobs].itertuples(index=False)]
     variants = {labels[key]: (key[0] if by_variant else None) for key in keys}
-    return done, [labels[k] for k in keys], variants
+    return out, [labels[k] for k in keys], variants
+
+
+def configurations(runs: RunsFrame) -> tuple[pd.DataFrame, list[str], dict[str, str | None]]:
+    """FINISHED runs with a ``config`` label column, the labels that have such runs, in order, and
+    label -> variant (see ``labelled``)."""
+    everything, labels, variants = labelled(runs)
+    done = finished(everything)
+    have = set(done[ROW])
+    return done, [c for c in labels if c in have], {c: v for c, v in variants.items() if c in have}
 
 
 def variant_label(name: str) -> str:
@@ -130,113 +136,186 @@ def _groups(categories: Sequence[str]) -> list[tuple[str, list[str]]]:
     return [(g, cs) for g, cs in out if cs] + [("all", list(categories))]
 
 
-def _metric_keys(split: str, scoring: str | None = None) -> tuple[str, str]:
-    return tuple(metric_key(split, m, scoring) for m in PAIR)  # type: ignore[return-value]
+def _check(split: str, metrics: Sequence[str]) -> None:
+    if split not in SPLITS:
+        raise SweepQueryError(f"split: unknown {split!r}; valid: {', '.join(SPLITS)}")
+    for m in metrics:
+        if m not in METRIC_LABELS:
+            raise SweepQueryError(f"cell metric: unknown {m!r}; {hint(m, list(METRIC_LABELS))}valid: {', '.join(METRIC_LABELS)}")
 
 
-def _pair(frame: pd.DataFrame, keys: Sequence[str], categories: Sequence[str] | None = None) -> tuple[Stat | None, ...]:
+def _stats(frame: pd.DataFrame, keys: Sequence[str], categories: Sequence[str] | None = None) -> tuple[Stat | None, ...]:
     """Stats of each metric key: over seeds for one category, or a group stat over ``categories``."""
     out = []
     for key in keys:
         if key not in frame.columns:
             out.append(None)
         elif categories is None:
-            out.append(seed_stat(frame[key], frame["seed"]))
+            out.append(seed_stat(frame[key], frame[TAG_SEED]))
         else:
             out.append(group_stat(frame, key, categories))
     return tuple(out)
+
+
+def _paper(pair: paper.Pair | None, metrics: Sequence[str]) -> tuple[str | None, ...] | None:
+    """The paper's values of the cell's metrics (it reports image and pixel AUROC only)."""
+    if pair is None:
+        return None
+    by_name = dict(zip(PAIR, pair, strict=True))
+    return tuple(by_name.get(m) for m in metrics)
+
+
+def _reference(reference: str | None, rows: Sequence[str]) -> str | None:
+    if reference is None:
+        return rows[0] if rows else None
+    if reference not in rows:
+        raise SweepQueryError(f"--reference {reference!r}: no such row; {hint(reference, list(rows))}the rows: {', '.join(rows)}")
+    return reference
+
+
+def _in(frame: pd.DataFrame, categories: Sequence[str]) -> pd.DataFrame:
+    return frame[frame[TAG_CATEGORY].isin(categories)]
+
+
+def _marked(cell: Cell, runs: pd.DataFrame) -> Cell:
+    marks, failed = markers.run_marks(runs)
+    return Cell(cell.stats, paper=cell.paper, marks=marks, failed=failed)
+
+
+def _finish(table: Table, lines: Sequence[Line], reference: str | None, line: str, test: str, alpha: float,
+            runs: pd.DataFrame, notes: list[str]) -> Table:  # fmt: skip
+    """Paired tests and bold into the cells; caption sentences, footnotes (stopped, failed, ties)."""
+    labels = [METRIC_LABELS.get(m, m) for m in table.metrics]
+    done = markers.annotate(table.cells, lines, labels, reference, test, alpha)
+    table.cells = done.cells
+    marks = "".join(c.marks + ("failed" if c.failed else "") for c in done.cells.values())
+    table.legend = markers.legend(labels, table.common_n, reference, line, test, done.most_pairs, marks, alpha)
+    ties = [f"Tied at the top (no significant paired difference, so no bold): {'; '.join(done.ties)}"] if done.ties else []
+    table.notes = notes + list(dict.fromkeys(markers.run_notes(runs))) + ties
+    return table
 
 
 def _notes(runs: RunsFrame, split: str) -> list[str]:
     return [f"{split} split; {runs.attrs.get('summary', '')}"]
 
 
-def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise SweepQueryError(f"split: unknown {split!r}; valid: {', '.join(SPLITS)}")
-
-
 # ---------------------------------------------------------------------- the shapes
-def table2(runs: RunsFrame, split: str = "test", with_paper: bool = False) -> Table:
-    """Categories x configurations, (image, pixel) AUROC; Mean rows per group and overall."""
-    _check_split(split)
-    done, configs, variants = configurations(runs)
-    categories = category_order(done["category"])
+def table2(runs: RunsFrame, split: str = "test", with_paper: bool = False, metrics: Sequence[str] = PAIR,
+           reference: str | None = None, test: str = "wilcoxon", alpha: float = ALPHA) -> Table:  # fmt: skip
+    """Categories x configurations; Mean rows per group and overall. Lines are rows."""
+    _check(split, metrics)
+    everything, configs, variants = labelled(runs)  # every configuration, also one whose runs all failed
+    done = finished(everything)
+    categories = category_order(everything[TAG_CATEGORY])
     groups = _groups(categories)
-    keys = _metric_keys(split)
+    keys = [metric_key(split, m) for m in metrics]
+    reference = _reference(reference, [c for c in configs if c in set(done[ROW])])
     cells: dict[tuple[str, str], Cell] = {}
     for config in configs:
-        mine = done[done["config"] == config]
+        mine, all_mine = done[done[ROW] == config], everything[everything[ROW] == config]
         row_paper = paper.variant_row(variants[config], "table2") if variants[config] else None
         pairs = {c: paper.paper_pair("table2", row_paper, c) for c in categories}
         for category in categories:
-            stats = _pair(mine[mine["category"] == category], keys)
-            cells[(category, config)] = Cell(stats, paper=pairs[category] if with_paper else None)
+            cell = Cell(_stats(_in(mine, [category]), keys), paper=_paper(pairs[category], metrics) if with_paper else None)
+            cells[(category, config)] = _marked(cell, _in(all_mine, [category]))
         for group, members in groups:
-            stats = _pair(mine, keys, members)
-            cells[(GROUP_LABELS[group], config)] = Cell(stats, paper=paper.mean_of([pairs[c] for c in members]) if with_paper else None)
-    rows = categories + [GROUP_LABELS[g] for g, _ in groups]
-    cells = mark_best(cells, [[(r, c) for c in configs] for r in rows])
-    return Table("table2", "Table 2 shape: per category", "category", rows, configs, PAIR_LABELS, cells, with_paper, _notes(runs, split))
+            cell = Cell(_stats(mine, keys, members), paper=_paper(paper.mean_of([pairs[c] for c in members]), metrics) if with_paper else None)
+            cells[(GROUP_LABELS[group], config)] = _marked(cell, _in(all_mine, members))
+    scopes = [(c, [c]) for c in categories] + [(GROUP_LABELS[g], members) for g, members in groups]
+    lines = [Line(row, {c: (row, c) for c in configs}, tuple((_in(done, members), k) for k in keys)) for row, members in scopes]
+    rows = [row for row, _ in scopes]
+    table = Table("table2", "Table 2 shape: per category", "category", rows, configs, tuple(METRIC_LABELS[m] for m in metrics),
+                  cells, with_paper)  # fmt: skip
+    table = _finish(table, lines, reference, "row", test, alpha, everything, _notes(runs, split))
+    mean = GROUP_LABELS["all"]
+    if reference is not None and len(configs) > 1:
+        versus = {c: markers.p_text(table.cells[(mean, c)].versus, c == reference) for c in configs}
+        table.extra_row = (P_HEADER.format(reference=reference), versus)
+    return table
 
 
-def table3(runs: RunsFrame, split: str = "test", with_paper: bool = False, name: str = "table3") -> Table:
-    """Configurations x {Mean Text., Mean Obj., Mean}: the shape of Tables 3 and 4."""
-    _check_split(split)
-    done, configs, variants = configurations(runs)
-    groups = _groups(category_order(done["category"]))
-    keys = _metric_keys(split)
+def table3(runs: RunsFrame, split: str = "test", with_paper: bool = False, name: str = "table3", metrics: Sequence[str] = PAIR,
+           reference: str | None = None, test: str = "wilcoxon", alpha: float = ALPHA) -> Table:  # fmt: skip
+    """Configurations x {Mean Text., Mean Obj., Mean}: the shape of Tables 3 and 4. Lines are columns."""
+    _check(split, metrics)
+    everything, configs, variants = labelled(runs)  # every configuration, also one whose runs all failed
+    done = finished(everything)
+    groups = _groups(category_order(everything[TAG_CATEGORY]))
+    keys = [metric_key(split, m) for m in metrics]
+    reference = _reference(reference, [c for c in configs if c in set(done[ROW])])
     columns = [GROUP_LABELS[g] for g, _ in groups]
     cells: dict[tuple[str, str], Cell] = {}
     for config in configs:
-        mine = done[done["config"] == config]
+        mine, all_mine = done[done[ROW] == config], everything[everything[ROW] == config]
         variant = variants[config]
-        table = paper.variant_table(variant) if variant else None
-        row = paper.variant_row(variant, table) if table else None
+        source = paper.variant_table(variant) if variant else None
+        row = paper.variant_row(variant, source) if source else None
         for group, members in groups:
-            pair = paper.paper_pair(table, row, paper.GROUP_CATEGORIES[group]) if table and group in paper.GROUP_CATEGORIES else None
-            cells[(config, GROUP_LABELS[group])] = Cell(_pair(mine, keys, members), paper=pair if with_paper else None)
-    cells = mark_best(cells, [[(r, c) for r in configs] for c in columns])
+            pair = paper.paper_pair(source, row, paper.GROUP_CATEGORIES[group]) if source and group in paper.GROUP_CATEGORIES else None
+            cell = Cell(_stats(mine, keys, members), paper=_paper(pair, metrics) if with_paper else None)
+            cells[(config, GROUP_LABELS[group])] = _marked(cell, _in(all_mine, members))
+    lines = [Line(GROUP_LABELS[g], {c: (c, GROUP_LABELS[g]) for c in configs}, tuple((_in(done, members), k) for k in keys))
+             for g, members in groups]  # fmt: skip
     title = "Tables 3/4 shape: means over categories"
-    return Table(name, title, "configuration", configs, columns, PAIR_LABELS, cells, with_paper, _notes(runs, split))
+    table = Table(name, title, "configuration", configs, columns, tuple(METRIC_LABELS[m] for m in metrics), cells, with_paper)
+    table = _finish(table, lines, reference, "column", test, alpha, everything, _notes(runs, split))
+    if reference is not None and len(configs) > 1:
+        mean = GROUP_LABELS["all"]
+        versus = {c: markers.p_text(table.cells[(c, mean)].versus, c == reference) for c in configs}
+        table.extra_column = (P_HEADER.format(reference=reference), versus)
+    return table
 
 
-def table_s1(runs: RunsFrame, split: str = "test", with_paper: bool = False) -> list[Table]:
-    """Table S1's scorings x categories (then the means), one table per configuration."""
+def table_s1(runs: RunsFrame, split: str = "test", with_paper: bool = False, metrics: Sequence[str] = PAIR,
+             reference: str | None = None, test: str = "wilcoxon", alpha: float = ALPHA) -> list[Table]:  # fmt: skip
+    """Table S1's scorings x categories (then the means), one table per configuration; lines are
+    columns, the reference row is the paper's scoring (else the first)."""
     from haloae.scoring import SCORING_LABELS, SCORINGS
+    from haloae.vocab import DEFAULT_SCORING
 
-    _check_split(split)
+    _check(split, metrics)
+    everything, _, _ = labelled(runs)
     done, configs, _ = configurations(runs)
-    categories = category_order(done["category"])
+    categories = category_order(everything[TAG_CATEGORY])
     groups = _groups(categories)
     tables = []
     for config in configs:
-        mine = done[done["config"] == config]
+        mine, all_mine = done[done[ROW] == config], everything[everything[ROW] == config]
         scorings = [s for s in SCORINGS if (key := metric_key(split, "image_auroc", s)) in mine.columns and mine[key].notna().any()]
         rows = [SCORING_LABELS[s] for s in scorings]
         columns = categories + [GROUP_LABELS[g] for g, _ in groups]
+        # one long frame per metric: a row per (scoring, run), the scoring's label as the row label
+        long = [pd.concat([mine.assign(**{ROW: SCORING_LABELS[s], "value": mine.get(metric_key(split, m, s), math.nan)}) for s in scorings])
+                if scorings else mine.assign(value=math.nan) for m in metrics]  # fmt: skip
         cells: dict[tuple[str, str], Cell] = {}
         for scoring, row in zip(scorings, rows, strict=True):
-            keys = _metric_keys(split, scoring)
+            keys = [metric_key(split, m, scoring) for m in metrics]
             pairs = {c: paper.paper_pair("tableS1", row, c) for c in categories}
             for category in categories:
-                stats = _pair(mine[mine["category"] == category], keys)
-                cells[(row, category)] = Cell(stats, paper=pairs[category] if with_paper else None)
+                cell = Cell(_stats(_in(mine, [category]), keys), paper=_paper(pairs[category], metrics) if with_paper else None)
+                cells[(row, category)] = _marked(cell, _in(all_mine, [category]))
             for group, members in groups:
-                pair = paper.mean_of([pairs[c] for c in members]) if with_paper else None
-                cells[(row, GROUP_LABELS[group])] = Cell(_pair(mine, keys, members), paper=pair)
-        cells = mark_best(cells, [[(r, c) for r in rows] for c in columns])
+                pair = _paper(paper.mean_of([pairs[c] for c in members]), metrics) if with_paper else None
+                cells[(row, GROUP_LABELS[group])] = _marked(Cell(_stats(mine, keys, members), paper=pair), _in(all_mine, members))
+        scopes = [(c, [c]) for c in categories] + [(GROUP_LABELS[g], members) for g, members in groups]
+        lines = [Line(col, {r: (r, col) for r in rows}, tuple((_in(frame, members), "value") for frame in long)) for col, members in scopes]
+        own = SCORING_LABELS.get(DEFAULT_SCORING)
         suffix = "" if len(configs) == 1 else f"_{len(tables)}"
         title = f"Table S1 shape: scorings of {config}"
-        tables.append(Table(f"tableS1{suffix}", title, "scoring", rows, columns, PAIR_LABELS, cells, with_paper, _notes(runs, split)))
+        table = Table(f"tableS1{suffix}", title, "scoring", rows, columns, tuple(METRIC_LABELS[m] for m in metrics), cells, with_paper)
+        reference_row = reference if reference in rows else (own if own in rows else (rows[0] if rows else None))
+        tables.append(_finish(table, lines, reference_row, "column", test, alpha, all_mine, _notes(runs, split)))
     return tables
 
 
-def pivot(runs: RunsFrame, rows: str, columns: str, metric: str | None = None, split: str = "test") -> Table:
+def pivot(runs: RunsFrame, rows: str, columns: str, metric: str | None = None, split: str = "test",
+          test: str = "wilcoxon", alpha: float = ALPHA) -> Table:  # fmt: skip
     """``rows`` knob x ``columns`` knob; cell = ``metric`` (default ``<split>/image_auroc``) over every
-    category, mean +- std over seeds. Other knobs must not vary (filter them with ``select``)."""
-    _check_split(split)
+    category, mean and t interval over seeds; lines are columns, the first row the reference. Other
+    knobs must not vary (filter them with ``select``)."""
+    _check(split, ())
     metric = require_metric(runs, metric or metric_key(split, "image_auroc"))
+    everything = runs
     done = finished(runs)
     for knob in (rows, columns):
         if knob not in done.columns:
@@ -247,39 +326,50 @@ def pivot(runs: RunsFrame, rows: str, columns: str, metric: str | None = None, s
     if others:
         raise SweepQueryError(f"pivot {rows} x {columns}: {', '.join(others)} also vary; fix them with --where KEY=VALUE")
     categories = category_order(done["category"])
-    row_values = sorted(done[rows].dropna().unique(), key=_sort_key)
-    column_values = sorted(done[columns].dropna().unique(), key=_sort_key)
+    row_values = sorted(everything[rows].dropna().unique(), key=_sort_key)
+    column_values = sorted(everything[columns].dropna().unique(), key=_sort_key)
     cells = {}
     for r in row_values:
         for c in column_values:
             sub = done[equals(done[rows], r) & equals(done[columns], c)]
-            if not sub.empty:  # averaged over every category of the sweep, unless category is an axis
+            all_sub = everything[equals(everything[rows], r) & equals(everything[columns], c)]
+            if not all_sub.empty:  # averaged over every category of the sweep, unless category is an axis
                 over = category_order(sub["category"]) if "category" in (rows, columns) else categories
-                cells[(str(r), str(c))] = Cell((group_stat(sub, metric, over),))
+                stat = group_stat(sub, metric, over) if not sub.empty else None
+                cells[(str(r), str(c))] = _marked(Cell((stat,)), all_sub)
     row_labels, column_labels = [str(v) for v in row_values], [str(v) for v in column_values]
-    cells = mark_best(cells, [[(r, c) for r in row_labels] for c in column_labels])
+    lines = []
+    if "category" not in (rows, columns):  # pairs are (category, seed): a category axis has none to pair
+        for c in column_values:
+            sub = done[equals(done[columns], c)]
+            lines.append(Line(f"{columns}={c}", {str(r): (str(r), str(c)) for r in row_values}, ((sub.assign(**{ROW: sub[rows].astype(str)}), metric),)))
     name = f"pivot_{rows}_x_{columns}".replace(".", "-")
     over = "" if "category" in (rows, columns) else f", mean over {len(categories)} categor{'y' if len(categories) == 1 else 'ies'}"
     title = f"{metric} by {rows} (rows) x {columns} (columns){over}"
-    return Table(name, title, rows, row_labels, column_labels, (metric,), cells, False, _notes(runs, split))
+    table = Table(name, title, rows, row_labels, column_labels, (metric,), cells, False)
+    labelled_runs = everything.assign(**{ROW: everything[rows].astype(str)})
+    reference = row_labels[0] if lines and row_labels else None
+    return _finish(table, lines, reference, "column", test, alpha, labelled_runs, _notes(runs, split))
 
 
 def build(runs: RunsFrame, which: Sequence[str], split: str = "test", with_paper: bool = False,
-          pivot_knobs: tuple[str, str] | None = None, metric: str | None = None) -> list[Table]:  # fmt: skip
+          pivot_knobs: tuple[str, str] | None = None, metric: str | None = None, metrics: Sequence[str] = PAIR,
+          reference: str | None = None, test: str = "wilcoxon") -> list[Table]:  # fmt: skip
     """The requested tables, in the order asked (``pivot`` needs ``pivot_knobs``)."""
     tables: list[Table] = []
+    common = {"metrics": metrics, "reference": reference, "test": test}
     for name in which:
         if name == "table2":
-            tables.append(table2(runs, split, with_paper))
+            tables.append(table2(runs, split, with_paper, **common))
         elif name in ("table3", "table4"):
             if "table3" not in which or name == "table3":  # one summary table serves both names
-                tables.append(table3(runs, split, with_paper, name))
+                tables.append(table3(runs, split, with_paper, name, **common))
         elif name == "tableS1":
-            tables.extend(table_s1(runs, split, with_paper))
+            tables.extend(table_s1(runs, split, with_paper, metrics=metrics, test=test))
         elif name == "pivot":
             if pivot_knobs is None:
                 raise SweepQueryError("pivot: give the two knobs, e.g. --pivot model.block_size,model.halo_size")
-            tables.append(pivot(runs, *pivot_knobs, metric=metric, split=split))
+            tables.append(pivot(runs, *pivot_knobs, metric=metric, split=split, test=test))
         else:
             raise SweepQueryError(f"table: unknown {name!r}; valid: {', '.join(TABLES)}")
     return tables

@@ -70,6 +70,6 @@ def prepare_data(cfg: HaloAEConfig, data_root: str | Path, category: str) -> Cat
         category=category,
         train=TrainDataset(train, size, cfg.cutpaste, seed),
         train_good=load_eval_set(train, size),
-        val=make_validation_set(held_out, size, seed),
+        val=make_validation_set(held_out, size, seed, cfg.train.val_anomalies),
         test=load_eval_set(files.test, size),
     )

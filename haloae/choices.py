@@ -18,8 +18,19 @@ RECONSTRUCTIONS = ("mse+ssim", "mse", "ssim")  # loss.reconstruction
 OPTIMIZERS = ("adam", "adamw", "sgd")  # optim.name
 DEVICES = ("auto", "cpu", "cuda")  # train.device
 IMAGE_SCORES = ("mean", "max")  # eval.image_score
-PRECISIONS = ("bf16", "fp32")  # train.precision: the model's autocast dtype on CUDA (the losses are always fp32)
+# train.precision: the training forward's autocast (haloae.precision; the losses are always fp32):
+# auto = bf16 on CUDA, fp32 on the CPU; bf16 and fp32 are applied on any device
+PRECISIONS = ("auto", "bf16", "fp32")
+# eval.epoch_metrics: what each epoch computes (haloae.evaluation.EpochValidation): the objective and
+# cheap AUROCs, or every Table S1 scoring and metric (the per-epoch evaluation before issue 15)
+EPOCH_METRICS = ("objective", "full")
+EVAL_PROTOCOLS = ("honest", "paper")  # eval.protocol: paper adds the published, leaky numbers (haloae.paper_protocol)
 PADDINGS = ("zeros", "reflect_published")  # model.backbone.padding: torchvision's VGG19 | the authors' DFR copy
+# Synthetic defect kinds (haloae.defects, haloae.realistic_defects). train.val_anomalies lists the
+# kinds a validation set takes in turn: any of VALIDATION_ANOMALIES; the realistic ones by default.
+CLASSIC_ANOMALIES = ("scratch", "hole", "stain", "perlin", "cutpaste")  # the synthetic categories' defects
+REALISTIC_ANOMALIES = ("perlin_texture", "poisson_blend", "crack", "faint_stain")  # DRAEM-, NSA-like, cracks, stains
+VALIDATION_ANOMALIES = CLASSIC_ANOMALIES + REALISTIC_ANOMALIES
 # The Table S1 scorings (haloae.scoring), and AE-SSIM's own (Bergmann et al.: 1 - local SSIM);
 # eval.scoring picks the one reported without prefix, "auto" the paper's where the model has it.
 SCORINGS = ("cls", "aim_norm_filter", "aim_ssim", "afm", "afm_norm", "afm_norm_filter")

@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from haloae.vocab import DEFAULT_OBJECTIVE
+from haloae.vocab import DEFAULT_OBJECTIVE, LEAKY_LABEL, is_leaky
 
 # Subcommands of the layers above the library, imported only when run (they import Ray / MLflow):
 # name -> "module:attribute" of a click command.
@@ -19,6 +19,8 @@ LAYER_COMMANDS = {
     "sweep": "sweeps.cli:sweep",
     "tables": "analysis.cli:tables",
     "figures": "analysis.cli:figures",
+    "report": "analysis.cli:report",
+    "sweeps": "analysis.cli:sweeps_list",
     "export": "analysis.cli:export",
     "predict": "analysis.cli:predict",
 }
@@ -178,8 +180,10 @@ def evaluate(checkpoint, data_root, category, as_json) -> None:
 
 
 def _print_metrics(metrics: dict) -> None:
-    for key in sorted(k for k in metrics if k.count("/") == 1):
+    for key in sorted(k for k in metrics if k.count("/") == 1 and not is_leaky(k)):
         click.echo(f"{key:28s} {metrics[key]:.4f}")
+    for key in sorted(k for k in metrics if is_leaky(k)):  # eval.protocol=paper: never without its label
+        click.echo(f"{key:28s} {metrics[key]:.4f}  {LEAKY_LABEL}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from haloae.choices import BACKBONE_LAYERS, LOSS_TERMS, feature_channels, model_scorings
+from haloae.choices import BACKBONE_LAYERS, LOSS_TERMS, REALISTIC_ANOMALIES, feature_channels, model_scorings
 from haloae.dotted import AssignmentError, did_you_mean, flatten, parse_assignments
 from haloae.errors import ConfigError
 from haloae.presets import preset_overrides, variant_overrides
@@ -135,10 +135,14 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     val_fraction: float = 0.2  # train/good images held out for validation
-    # The model's forward on CUDA: bf16 (autocast, for speed) or fp32 (no autocast). CPU runs are
-    # always fp32 (bf16 autocast is slower there). The losses are always fp32 (haloae.losses):
-    # SSIM's variances cancel in bf16.
-    precision: str = "bf16"
+    # the synthetic defect kinds of the validation set, taken in turn (haloae.realistic_defects):
+    # realistic ones predict real defects; CLASSIC_ANOMALIES was the validation set before
+    val_anomalies: tuple[str, ...] = REALISTIC_ANOMALIES
+    # The training forward's precision (haloae.precision): auto = bf16 autocast on CUDA (speed),
+    # fp32 on the CPU (bf16 autocast is slower there); bf16 or fp32 are applied on any device. A
+    # run records the precision it applied (auto resolved). The losses are always fp32
+    # (haloae.losses: SSIM's variances cancel in bf16); evaluation runs in fp32.
+    precision: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,23 @@ class EvalConfig:
     # side of the pixel metrics (pixel AUROC, AUPRO): maps bilinearly resized to it, masks too (a
     # pixel is anomalous where its resized mask is > 0, as the authors' 128); 0 = the image size
     pixel_size: int = 0
+    # honest (everything above: map on train/good, choice on validation, no flipping) or paper: the
+    # published evaluation *as well*, under leaky/... keys only (haloae.paper_protocol): map on
+    # test/good, the best saved checkpoint by test AUROC, max(AUC, 1 - AUC), pixels at 128 px
+    protocol: str = "honest"
+    # paper protocol: a checkpoint every this many epochs counted back from the last (the code's
+    # 10); the last three of them are scored on the test set
+    paper_checkpoint_every: int = 10
+    # What each epoch computes to choose best.pt and draw the curves (haloae.evaluation.EpochValidation):
+    # objective = the objective, image AUROCs and pixel AUROC of the unprefixed scoring (and of the
+    # objective's); full = every Table S1 scoring, AUPRO and per-defect AUROC each epoch (the old
+    # loop: 31% of a cpu-preset epoch). Either way the final metrics (train.finish) are complete.
+    epoch_metrics: str = "objective"
+    # train/good images (spread evenly, fixed for the run) behind the per-epoch normalisation map;
+    # 0 = all of them. The map only has to rank validation images for the checkpoint choice, and a
+    # mean of 16 error maps is close to one of 167 (bench/epoch.py prints the objective both
+    # ways) at a tenth of the forward passes; finish refits it on all train/good images.
+    epoch_norm_images: int = 16
 
 
 @dataclass(frozen=True)

@@ -32,11 +32,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from haloae.choices import REALISTIC_ANOMALIES
 from haloae.config import CutPasteConfig, HaloAEConfig
 from haloae.cutpaste import color_jitter, cutpaste, cutpaste_scar
-from haloae.defects import ANOMALY_KINDS, synthesize_anomaly
 from haloae.errors import DatasetError
 from haloae.images import check_image, load_image, load_mask, read_rgb
+from haloae.realistic_defects import synthesize_validation_anomaly
 
 CATEGORIES = (
     "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut",
@@ -238,13 +239,17 @@ def load_eval_set(samples: Sequence[Sample], size: int) -> EvalSet:
     return EvalSet(images, masks, labels, [s.defect for s in samples], [str(s.path) for s in samples])
 
 
-def make_validation_set(val_samples: Sequence[Sample], size: int, seed: int) -> EvalSet:
+def make_validation_set(
+    val_samples: Sequence[Sample], size: int, seed: int, anomalies: Sequence[str] = REALISTIC_ANOMALIES
+) -> EvalSet:
     """A validation set from held-out train/good images only: each appears once as good and once
-    with a synthetic defect (``haloae.defects.synthesize_anomaly``) and its exact mask.
+    with a synthetic defect (``haloae.realistic_defects.synthesize_validation_anomaly``) and its
+    exact mask.
 
-    Deterministic by ``seed``. The defect kinds are taken in turn (offset by the seed), so every
-    kind is represented once there are five or more images. Test images are refused: anything
-    selected on this set must not have seen the test set.
+    Deterministic by ``seed``. The defect kinds ``anomalies`` (``train.val_anomalies``) are taken in
+    turn (offset by the seed), so every kind is represented once there are as many images; a
+    ``poisson_blend`` takes its patch from the next held-out image. Test images are refused:
+    anything selected on this set must not have seen the test set.
     """
     if not val_samples:
         raise ValueError("val_samples: a validation set needs at least one held-out image")
@@ -253,18 +258,19 @@ def make_validation_set(val_samples: Sequence[Sample], size: int, seed: int) -> 
         if sample.defect != GOOD or sample.path.parent.parent.name != "train":
             raise DatasetError(f"{sample.path}: validation images must come from train/good, never from test")
     goods = [load_image(s.path, size) for s in ordered]
-    anomalies, masks, kinds = [], [], []
+    defective, masks, kinds = [], [], []
     for i, image in enumerate(goods):
         rng = np.random.default_rng(np.random.SeedSequence([seed, i]))
-        kind = ANOMALY_KINDS[(i + seed) % len(ANOMALY_KINDS)]
-        anomalous, mask, kind = synthesize_anomaly(image, rng, kind)
-        anomalies.append(anomalous)
+        kind = anomalies[(i + seed) % len(anomalies)]
+        donor = goods[(i + 1) % len(goods)] if len(goods) > 1 else None
+        anomalous, mask = synthesize_validation_anomaly(image, rng, kind, donor)
+        defective.append(anomalous)
         masks.append(mask)
         kinds.append(f"synthetic_{kind}")
     n = len(ordered)
     paths = [str(s.path) for s in ordered]
     return EvalSet(
-        images=torch.stack(goods + anomalies),
+        images=torch.stack(goods + defective),
         masks=torch.cat([torch.zeros(n, 1, size, size), torch.stack(masks)]),
         labels=torch.cat([torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.long)]),
         defects=[GOOD] * n + kinds,

@@ -20,7 +20,9 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-ANOMALY_KINDS = ("scratch", "hole", "stain", "perlin", "cutpaste")
+from haloae.choices import CLASSIC_ANOMALIES
+
+ANOMALY_KINDS = CLASSIC_ANOMALIES  # the kinds painted here (haloae.realistic_defects has the validation set's)
 
 # Stain colours: the one used is drawn among those far enough from the image's mean colour.
 _STAIN_PALETTE = np.array(

@@ -16,7 +16,7 @@ with a diverged model still finishes and reports.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +25,8 @@ from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
 ArrayLike = np.ndarray | torch.Tensor | Sequence[float]
+# what ``evaluate_maps`` computes beyond the image AUROCs: "defect" = the per-defect image AUROCs
+MAP_METRICS = ("pixel_auroc", "aupro", "defect")
 
 # 8-connectivity inside each image, none across images: one ``ndimage.label`` call for a stack
 _REGION_STRUCTURE = np.zeros((3, 3, 3), dtype=bool)
@@ -197,6 +199,7 @@ def evaluate_maps(
     fpr_limit: float = 0.3,
     num_thresholds: int | None = None,
     pixel_size: int = 0,
+    include: Collection[str] = MAP_METRICS,
 ) -> dict[str, float]:
     """Every metric of one scoring as a flat dict (fractions in [0, 1], NaN if undefined).
 
@@ -205,7 +208,9 @@ def evaluate_maps(
     ``image_auroc_max``, ``pixel_auroc``, ``aupro``, ``defect/<defect>/image_auroc`` (from
     ``scores``). Keys whose input is None (e.g. no map for the ``cls`` scoring, no masks) are
     left out. ``pixel_size`` (``eval.pixel_size``): the pixel metrics at that side
-    (``at_pixel_size``); 0 = at the masks' resolution, maps resized to it.
+    (``at_pixel_size``); 0 = at the masks' resolution, maps resized to it. ``include``: which of
+    ``MAP_METRICS`` to compute (the image AUROCs always are): a sort of every pixel each for
+    ``pixel_auroc`` and ``aupro``, which per-epoch validation leaves out where nothing needs them.
     """
     if maps is None and scores is None:
         raise ValueError("evaluate_maps: needs maps, scores or both")
@@ -218,12 +223,15 @@ def evaluate_maps(
     if scores_max is not None or per_image is not None:
         max_scores = _numpy(scores_max) if scores_max is not None else per_image.amax(1).cpu().numpy()  # type: ignore[union-attr]
         out["image_auroc_max"] = image_auroc(labels, max_scores)
-    if maps is not None and masks is not None:
+    pixel_wise = [name for name in ("pixel_auroc", "aupro") if name in include]
+    if maps is not None and masks is not None and pixel_wise:
         if pixel_size:
             masks, maps = at_pixel_size(masks, maps, pixel_size)
-        out["pixel_auroc"] = pixel_auroc(masks, maps)
-        out["aupro"] = aupro(masks, maps, fpr_limit, num_thresholds)
-    if defects is not None:
+        if "pixel_auroc" in include:
+            out["pixel_auroc"] = pixel_auroc(masks, maps)
+        if "aupro" in include:
+            out["aupro"] = aupro(masks, maps, fpr_limit, num_thresholds)
+    if defects is not None and "defect" in include:
         for defect, value in per_defect_image_auroc(labels, image_scores, defects).items():
             out[f"defect/{defect}/image_auroc"] = value
     return out

@@ -54,6 +54,8 @@ SCORING_LABELS = {
     "afm_norm_filter": "A_fm_N+filter",
 }
 MAP_SCORINGS = tuple(s for s in SCORINGS if s != "cls")
+# the scorings of fm and fm_hat alone: the model's blocks D and E (im_hat, logits) are not needed
+FM_SCORINGS = tuple(s for s in SCORINGS if s.startswith("afm"))
 
 
 class ScoredBatch(NamedTuple):

@@ -18,7 +18,6 @@ and 3 of original-code-notes.md).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import random
@@ -44,9 +43,12 @@ from haloae.choices import AUTO_SCORING
 from haloae.config import HaloAEConfig
 from haloae.data import EvalSet, TrainDataset, normalize
 from haloae.errors import InputError
-from haloae.evaluation import FeatureCache, evaluate, evaluate_splits, fit_scorer
+from haloae.evaluation import EpochValidation, evaluate_splits, final_scorer
 from haloae.losses import HaloAELoss
 from haloae.model import HaloAE
+from haloae.paper_protocol import paper_epoch_metrics, paper_run_metrics
+from haloae.precision import autocast_for, with_applied_precision
+from haloae.progress import RunProgress, phase
 from haloae.scoring import AnomalyScorer, pick_scoring
 from haloae.vocab import (
     BEST_EPOCH,
@@ -136,13 +138,6 @@ def train_step(model, criterion, optimizer, images: torch.Tensor, n_originals: i
     return parts
 
 
-def autocast_for(device: torch.device, precision: str = "bf16"):
-    """``train.precision``: bf16 autocast on CUDA for ``bf16``; a no-op context for ``fp32`` and off CUDA."""
-    if device.type == "cuda" and precision == "bf16":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def fit_standardization(model: HaloAE, good: EvalSet, device, batch_size: int) -> None:
     """fm's per-channel statistics (``model.backbone.standardize``) from train/good images only;
     must run before any fm is computed for training or cached for evaluation."""
@@ -168,7 +163,8 @@ def fit(
     for epoch, metrics in fit_epochs(cfg, data, out_dir, resume, progress, eval_batch_size, objective, mode):
         if on_epoch is not None:
             on_epoch(epoch, metrics, Path(out_dir))
-    return finish(Path(out_dir), data, pick_device(cfg.train.device), eval_batch_size)
+    with phase(f"{data.category}: best.pt on validation and test", progress):
+        return finish(Path(out_dir), data, pick_device(cfg.train.device), eval_batch_size)
 
 
 def fit_epochs(
@@ -190,6 +186,7 @@ def fit_epochs(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.train.device)
+    cfg = with_applied_precision(cfg, device)  # checkpoints record the precision applied, never "auto"
     seed_everything(cfg.train.seed)
     model = HaloAE(cfg).to(device)
     criterion = HaloAELoss(cfg).to(device)
@@ -206,9 +203,9 @@ def fit_epochs(
         history = state["history"]
     else:
         fit_standardization(model, data.train_good, device, eval_batch_size)
-    cache = FeatureCache(model, device, eval_batch_size)
+    validate = EpochValidation(model, scorer, data, device, eval_batch_size, objective)
     autocast = autocast_for(device, cfg.train.precision)
-    bar = _progress(progress, cfg.train.epochs, start_epoch, data.category)
+    shown = RunProgress(cfg.train.epochs, start_epoch, cfg.train.steps_per_epoch, data.category, progress)
     for epoch in range(start_epoch, cfg.train.epochs):
         t0 = time.perf_counter()
         model.train()
@@ -216,6 +213,7 @@ def fit_epochs(
         sums: dict[str, float] = {}
         step_s = 0.0  # optimiser steps only (no augmentation): what bench/bottle.py rates in GFLOP/s
         indices = epoch_indices(len(data.train), cfg, epoch)
+        shown.start_epoch(epoch)
         for step in range(cfg.train.steps_per_epoch):
             batch = indices[step * cfg.train.batch_size : (step + 1) * cfg.train.batch_size]
             images, n = batch_views(data.train, batch)
@@ -226,15 +224,15 @@ def fit_epochs(
                 raise FloatingPointError(f"non-finite training loss {parts['loss']} at epoch {epoch}, step {step}")
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + float(value)
+            shown.step(parts["loss"])
         metrics = {f"train/{k}": v / cfg.train.steps_per_epoch for k, v in sums.items()}
         metrics["time/train_step_s"] = step_s / cfg.train.steps_per_epoch
         metrics["time/train_s"] = time.perf_counter() - t0  # steps + augmentation, before validation
-        fit_scorer(model, scorer, data.train_good, cache.get("train_good", data.train_good.images), device, eval_batch_size)
-        val_metrics, _ = evaluate(
-            model, scorer, data.val, cache.get(VAL, data.val.images), device, eval_batch_size, VAL,
-            image_score=cfg.eval.image_score,
-        )
-        metrics.update(val_metrics)
+        shown.validating()
+        t_val = time.perf_counter()
+        metrics.update(validate())  # the objective and cheap AUROCs (eval.epoch_metrics); finish does the rest
+        metrics["time/val_s"] = time.perf_counter() - t_val
+        metrics.update(paper_epoch_metrics(cfg, model, data.test, epoch, device, eval_batch_size))  # {} unless eval.protocol=paper
         metrics["epoch"] = epoch
         metrics["time/epoch_s"] = time.perf_counter() - t0
         if objective not in metrics:
@@ -268,12 +266,9 @@ def fit_epochs(
             },
             last,
         )
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{metrics.get('train/loss', math.nan):.4f}", objective=f"{value:.3f}")
+        shown.end_epoch(epoch, metrics, objective)
         yield epoch, metrics
-    if bar is not None:
-        bar.close()
+    shown.close()
 
 
 def read_resume_state(
@@ -320,10 +315,18 @@ def _resume(path: Path, objective: str, mode: str, cfg: HaloAEConfig, model, cri
 
 
 def finish(out: Path, data: CategoryData, device, eval_batch_size: int = 16) -> FitResult:
-    """Evaluate the best checkpoint on validation and test; write metrics.json and overlays."""
-    model, scorer, best = load_checkpoint(out / BEST_FILE, device)
+    """Evaluate the best checkpoint on validation and test; write metrics.json and overlays.
+
+    The normalisation map is refitted on every train/good image first (an epoch's may come from a
+    subset: ``eval.epoch_norm_images``) and stored in best.pt, so that export and ``haloae evaluate``
+    use the map behind these numbers. Running it again gives the same file and numbers."""
+    model, _, best = load_checkpoint(out / BEST_FILE, device)
+    scorer = final_scorer(model, data, device, eval_batch_size)
+    kept = {k: v for k, v in best.items() if k not in ("format", "version")}  # save_checkpoint adds them
+    save_checkpoint(kept | {"scorer": scorer.state_dict()}, out / BEST_FILE)
     metrics, maps = evaluate_splits(model, scorer, data, device, eval_batch_size, keep_test_maps=True)
     metrics[BEST_EPOCH] = best["epoch"]
+    metrics.update(paper_run_metrics(model.cfg, out))  # leaky/... beside the honest numbers, eval.protocol=paper only
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))
     if maps:
         from haloae.overlay import save_overlays
@@ -333,10 +336,3 @@ def finish(out: Path, data: CategoryData, device, eval_batch_size: int = 16) -> 
                       out / OVERLAYS_DIR, limit=6)
     return FitResult(out, best["epoch"], metrics)
 
-
-def _progress(enabled: bool, total: int, initial: int, desc: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, unit="epoch", leave=False)

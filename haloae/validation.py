@@ -19,6 +19,8 @@ from haloae.choices import (
     BACKBONE_STAGES,
     BACKBONES,
     DEVICES,
+    EPOCH_METRICS,
+    EVAL_PROTOCOLS,
     IMAGE_AE_ARCHS,
     IMAGE_SCORES,
     LOSS_TERMS,
@@ -27,6 +29,7 @@ from haloae.choices import (
     PRECISIONS,
     RECONSTRUCTIONS,
     SCORINGS,
+    VALIDATION_ANOMALIES,
     WEIGHTINGS,
     model_scorings,
 )
@@ -56,6 +59,12 @@ def validate(cfg) -> None:
     _choice("train.device", cfg.train.device, DEVICES)
     _choice("eval.image_score", cfg.eval.image_score, IMAGE_SCORES)
     _choice("train.precision", cfg.train.precision, PRECISIONS)
+    _choice("eval.protocol", cfg.eval.protocol, EVAL_PROTOCOLS)
+    _choice("eval.epoch_metrics", cfg.eval.epoch_metrics, EPOCH_METRICS)
+    if cfg.eval.epoch_norm_images < 0:
+        fail("eval.epoch_norm_images", f"must be >= 0 (0 = every train/good image), got {cfg.eval.epoch_norm_images}")
+    if cfg.eval.paper_checkpoint_every < 1:
+        fail("eval.paper_checkpoint_every", f"must be >= 1, got {cfg.eval.paper_checkpoint_every}")
     _choice("model.backbone.padding", bb.padding, PADDINGS)
     _choice("eval.scoring", cfg.eval.scoring, (AUTO_SCORING, *SCORINGS))
     reported = model_scorings(m)
@@ -166,6 +175,10 @@ def validate(cfg) -> None:
             fail(f"train.{key}", f"must be >= 1, got {getattr(cfg.train, key)}")
     if not 0 < cfg.train.val_fraction < 1:
         fail("train.val_fraction", f"must be in (0, 1), got {cfg.train.val_fraction}")
+    if not cfg.train.val_anomalies:
+        fail("train.val_anomalies", f"at least one of {', '.join(VALIDATION_ANOMALIES)}")
+    for kind in cfg.train.val_anomalies:
+        _choice("train.val_anomalies", kind, VALIDATION_ANOMALIES)
 
 
 def _stages(prefix: str, widths, heads, kernels, n: int) -> None:

@@ -55,6 +55,7 @@ def cache_key(cfg: HaloAEConfig, data_root: str | Path, category: str) -> str:
         "image_size": cfg.model.image_size,
         "seed": cfg.train.seed,
         "val_fraction": cfg.train.val_fraction,
+        "val_anomalies": list(cfg.train.val_anomalies),
         "cutpaste": repr(cfg.cutpaste),
         "format": FORMAT,
     }

@@ -24,7 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from haloae.vocab import ENV_DATA_CACHE, ENV_INJECT_FAULT, ENV_TRACKING_URI, QUIET_ENV, SWEEP_SPEC_FILE
+from haloae.vocab import (
+    ENV_DATA_CACHE,
+    ENV_INJECT_FAULT,
+    ENV_RAY_SINGLE_MACHINE,
+    ENV_TRACKING_URI,
+    QUIET_ENV,
+    SWEEP_SPEC_FILE,
+)
 from sweeps.errors import SpecError
 from sweeps.lock import SweepLock
 from sweeps.schema import SweepSpec
@@ -32,10 +39,7 @@ from sweeps.signals import StopSignals, SweepInterrupted
 from sweeps.trials import check_resources, validate_trials
 
 LOCAL_HOST = "127.0.0.1"  # the host of the URLs the summary prints
-# Ray's single-machine mode (its default on macOS/Windows): node IP 127.0.0.1, so that every
-# socket of the Ray this driver starts (GCS, raylet, workers, agents, metrics ports) is on loopback.
-# Ray reads it when it is first imported: set by ``loopback_ray`` before that.
-RAY_SINGLE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+RAY_SINGLE_MACHINE_ENV = ENV_RAY_SINGLE_MACHINE  # the Ray this driver starts is on 127.0.0.1 (sweeps.loopback)
 
 
 @dataclass
@@ -53,6 +57,7 @@ class SweepOutcome:
     spec: SweepSpec
     trials: list[TrialOutcome]
     parent_run_id: str
+    experiment_id: str = ""  # MLflow's: the UI link of the summary
 
     @property
     def failed(self) -> list[TrialOutcome]:
@@ -85,12 +90,21 @@ class SweepOutcome:
         if len(nodes) > 1:
             lines.append("  trials per Ray node: " + ", ".join(f"{n[:12]}={k}" for n, k in sorted(nodes.items())))
         lines.append(f"MLflow: {spec.tracking_uri()}  experiment {spec.experiment_name()!r}")
-        if spec.tracking_uri().startswith("sqlite:"):
-            lines.append(
-                f"  open the UI: mlflow ui --backend-store-uri {spec.tracking_uri()} --host {LOCAL_HOST} --port 5000"
-                f"  -> http://{LOCAL_HOST}:5000"
-            )
+        lines.extend(self._ui_lines())
         return "\n".join(lines)
+
+    def _ui_lines(self) -> list[str]:
+        """How to open the sweep's runs table (the UI's model-training view, not its GenAI default)."""
+        from sweeps.ui_view import runs_page
+
+        uri, sweep = self.spec.tracking_uri(), self.spec.name
+        if uri.startswith("sqlite:"):
+            base = f"http://{LOCAL_HOST}:5000"
+            link = f"  -> {runs_page(base, self.experiment_id, sweep)}" if self.experiment_id else f"  -> {base}"
+            return [f"  open the UI: mlflow ui --backend-store-uri {uri} --host {LOCAL_HOST} --port 5000{link}"]
+        if uri.startswith(("http://", "https://")) and self.experiment_id:
+            return [f"  runs table: {runs_page(uri, self.experiment_id, sweep)}"]
+        return []
 
 
 def generate_data(spec: SweepSpec) -> None:
@@ -129,7 +143,13 @@ def _init_ray(address: str | None, spec: SweepSpec) -> None:
     passed = (*env, ENV_INJECT_FAULT, ENV_DATA_CACHE)
     runtime_env = {"env_vars": {k: os.environ[k] for k in passed if k in os.environ}}
     if _own_cluster(address):
-        ray.init(address="local", include_dashboard=False, runtime_env=runtime_env, log_to_driver=True)
+        from sweeps.reporting import TRIAL_LOG_HOOK
+
+        runtime_env["worker_process_setup_hook"] = TRIAL_LOG_HOOK  # a module path: needs this package, as here
+        from sweeps.loopback import single_machine_ray
+
+        with single_machine_ray():  # every socket on 127.0.0.1, whoever imported Ray first
+            ray.init(address="local", include_dashboard=False, runtime_env=runtime_env, log_to_driver=True)
     else:
         ray.init(address=address, runtime_env=runtime_env)
 
@@ -156,16 +176,18 @@ def _search(spec: SweepSpec):
     if spec.search.algorithm == "optuna":
         import optuna
         from ray.tune.search import ConcurrencyLimiter
-        from ray.tune.search.optuna import OptunaSearch
+
+        from sweeps.optuna_links import LinkedOptunaSearch
 
         storage = optuna.storages.RDBStorage(spec.optuna_storage())
-        searcher = OptunaSearch(
+        searcher = LinkedOptunaSearch(  # each Optuna trial stores its MLflow run ids
             space=optuna_define_by_run(spec),
             metric=spec.objective.metric,
             mode=spec.objective.mode,
             sampler=optuna_sampler(spec),
             study_name=study_name(spec),
             storage=storage,
+            tracking_uri=spec.tracking_uri(), experiment=spec.experiment_name(), sweep=spec.name,
         )
         if spec.max_concurrent_trials:
             searcher = ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent_trials)
@@ -192,22 +214,6 @@ def _scheduler(spec: SweepSpec):
     return FIFOScheduler()
 
 
-def _progress_table(spec: SweepSpec):
-    """Ray's progress table, every 30 s: the varied knobs and the objective, not every metric."""
-    from ray.tune import CLIReporter
-
-    from sweeps.space import tune_param_space
-
-    # the trial config's keys (a column missing from a config breaks the table); optuna: all
-    knobs = list(tune_param_space(spec)) if spec.search.algorithm != "optuna" else None
-    return CLIReporter(
-        metric_columns={"epoch": "epoch", spec.objective.metric: "objective", "train/loss": "loss"},
-        parameter_columns=knobs,
-        max_report_frequency=30,
-        sort_by_metric=True,  # by TuneConfig's metric and mode
-    )
-
-
 def build_trainable(spec: SweepSpec, parent_run_id: str):
     from ray import tune
 
@@ -219,6 +225,8 @@ def build_trainable(spec: SweepSpec, parent_run_id: str):
 
 def _tuner(spec: SweepSpec, trainable, restorable: bool):
     from ray import tune
+
+    from sweeps.reporting import progress_reporter
 
     if restorable:
         return tune.Tuner.restore(experiment_path(spec), trainable, resume_unfinished=True, resume_errored=True)
@@ -240,7 +248,7 @@ def _tuner(spec: SweepSpec, trainable, restorable: bool):
             failure_config=tune.FailureConfig(max_failures=spec.retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=1,
-            progress_reporter=_progress_table(spec),
+            progress_reporter=progress_reporter(spec),
         ),
     )
 
@@ -280,6 +288,7 @@ def _run_locked(spec: SweepSpec, resume: bool, address: str | None, stop: StopSi
 def _run_on_ray(spec: SweepSpec, address: str | None, restorable: bool, stop: StopSignals) -> SweepOutcome:
     from sweeps import stores, tracking
     from sweeps.preflight import check_schedulable, check_shared_storage
+    from sweeps.stopped import evaluate_stopped
 
     check_shared_storage(spec)
     check_schedulable(spec, _own_cluster(address))
@@ -292,6 +301,7 @@ def _run_on_ray(spec: SweepSpec, address: str | None, restorable: bool, stop: St
     parent = tracking.ensure_parent_run(
         spec.tracking_uri(), spec.experiment_name(), spec.name, spec.sha256(), spec_path, varied,
         tracking.artifact_location(spec.tracking_uri(), spec.sweep_dir()) if spec.local_storage() else None,
+        objective=spec.objective.metric, mode=spec.objective.mode,
     )
     tuner = _tuner(spec, build_trainable(spec, parent), restorable)
     try:
@@ -301,6 +311,7 @@ def _run_on_ray(spec: SweepSpec, address: str | None, restorable: bool, stop: St
         _end_interrupted(spec, parent, exc.signal_name, {})
         raise
     outcome = _outcome(spec, results, parent)
+    outcome.experiment_id = tracking.experiment_of(spec.tracking_uri(), parent)
     errors = {t.trial_id: t.error for t in outcome.trials if t.status == "ERROR"}
     if stop.received is not None:
         interrupted = SweepInterrupted(stop.received)
@@ -308,6 +319,7 @@ def _run_on_ray(spec: SweepSpec, address: str | None, restorable: bool, stop: St
         raise interrupted
     stopped = [t.trial_id for t in outcome.trials if t.status == "STOPPED"]
     tracking.reconcile(spec.tracking_uri(), spec.experiment_name(), spec.name, errors, stopped)
+    evaluate_stopped(spec, results, outcome.trials)  # their best checkpoints: no table cell goes missing
     tracking.finish_parent_run(spec.tracking_uri(), parent, len(errors))
     return outcome
 

@@ -16,7 +16,7 @@ from haloae.data import CATEGORIES, OBJECTS, TEXTURES
 from haloae.dotted import hint
 from haloae.scoring import SCORINGS
 from haloae.synth import SYNTH_CATEGORIES, SYNTH_OBJECTS, SYNTH_TEXTURES
-from haloae.vocab import DEFAULT_OBJECTIVE, OBJECTIVE_METRICS, VAL, metric_key, scoring_of
+from haloae.vocab import DEFAULT_OBJECTIVE, OBJECTIVE_METRICS, VAL, is_leaky, leaky_refusal, metric_key, scoring_of
 from sweeps.domain import MODEL_CONFIG, Domain, bounds, config_key_problem
 from sweeps.errors import Problem, no_repeats, show, unknown
 
@@ -322,6 +322,8 @@ class ObjectiveSpec(BaseModel):
     @field_validator("metric")
     @classmethod
     def _validation_metric(cls, metric: str) -> str:
+        if is_leaky(metric):  # eval.protocol=paper's numbers: chosen and normalised on test
+            raise ValueError(leaky_refusal(metric))
         split, _, rest = metric.partition("/")
         if split != VAL:
             raise ValueError(

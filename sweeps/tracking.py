@@ -1,13 +1,20 @@
 # SPDX-License-Identifier: Apache-2.0
 """MLflow records of a sweep, written from inside the trials (not by a driver-side callback).
 
-    parent run   one per sweep: tags sweep, spec_sha256, haloae.role=parent, haloae.varied; spec.yaml
-    child run    one per (trial, category, seed): tags sweep, trial_id, category, variant, seed,
-                 data_root, haloae.role=trial, mlflow.parentRunId (haloae.stage in a two-stage
-                 sweep: screen | confirm); params = the flattened config
-                 (each knob under its dotted name, as in the YAML); per-epoch metrics (step =
-                 epoch); final val/* and test/* metrics; artifacts config.json, metrics.json,
-                 alpha_schedule.png, overlays/, checkpoint/best.pt
+    parent run   one per sweep: tags sweep, spec_sha256, haloae.role=parent, haloae.varied; spec.yaml;
+                 when the sweep ends, per variant the mean of the final headline val/test metrics
+                 over its FINISHED child runs (``mean/<variant>/test/image_auroc``, count
+                 ``runs/<variant>``; per stage in a two-stage sweep), recomputed on resume
+    child run    one per (trial, category, seed), named ``<variant>/<category>/s<seed>`` (``-t<trial
+                 index>`` when a variant has several configurations, ``-<stage>`` in a two-stage
+                 sweep): tags sweep, trial_id, category, variant, seed, data_root, haloae.role=trial,
+                 mlflow.parentRunId (haloae.stage: screen | confirm); params = the flattened config
+                 (each knob under its dotted name, as in the YAML) plus category and seed (axes of
+                 the UI's group-by and parallel coordinates); per-epoch metrics (step = epoch), the
+                 epoch's validation under ``curve/val/*``; the best checkpoint's val/* (step = best
+                 epoch) and test/* logged once, so MLflow's latest value is the one the tables and
+                 the export use; artifacts config.json, metrics.json, alpha_schedule.png, overlays/,
+                 checkpoint/best.pt
 
 Runs are *found* by their tags before they are created, so a trial that Ray restarts (retries,
 ``--resume`` after a driver crash) continues its own run: no duplicates. Ray's driver-side
@@ -36,8 +43,10 @@ from haloae.errors import InputError
 from haloae.vocab import (
     ALPHA_PLOT_FILE,
     BEST_ARTIFACT,
+    BEST_EPOCH,
     BEST_FILE,
     CONFIG_FILE,
+    DEFAULT_OBJECTIVE,
     METRICS_FILE,
     OVERLAYS_DIR,
     ROLE_PARENT,
@@ -58,6 +67,9 @@ from haloae.vocab import (
     TAG_TRIAL_ID,
     TAG_VARIANT,
     TAG_VARIED,
+    VAL,
+    curve_key,
+    split_of,
 )
 from sweeps import stores
 
@@ -147,9 +159,15 @@ def ensure_parent_run(
     spec_path: Path | None,
     varied: Iterable[str],
     artifacts: str | None = None,
+    objective: str = DEFAULT_OBJECTIVE,
+    mode: str = "max",
 ) -> str:
-    """The sweep's parent run (reused on resume; set RUNNING again), with the spec as an artifact.
-    Creates the experiment (with ``artifacts`` as its artifact location) before any trial runs."""
+    """The sweep's parent run (reused on resume; set RUNNING again), with the spec as an artifact,
+    and the UI's view of the sweep (``sweeps.ui_view``: sorted by ``objective``, the varied knobs
+    as columns). Creates the experiment (with ``artifacts`` as its artifact location) before any
+    trial runs."""
+    from sweeps.ui_view import store_view, view_state
+
     mlf = client(tracking_uri)
     exp_id = experiment_id(mlf, experiment, artifacts)
     found = find_runs(mlf, exp_id, {TAG_SWEEP: sweep, TAG_ROLE: ROLE_PARENT})
@@ -163,14 +181,37 @@ def ensure_parent_run(
         mlf.log_artifact(run_id, str(spec_path))
     if found and found[0].data.tags.get(TAG_SPEC_SHA256) != spec_sha256:
         mlf.set_tag(run_id, TAG_SPEC_SHA256, spec_sha256)  # resumed with an edited definition: record it
+    store_view(mlf, exp_id, sweep, view_state(run_id, objective, mode, varied))
     return run_id
 
 
 def finish_parent_run(tracking_uri: str, run_id: str, failed: int, status: str = "FINISHED") -> None:
-    """The parent run ends FINISHED, or KILLED when the sweep was interrupted (``--resume`` reopens it)."""
+    """The parent run gets its per-variant means (``variant_means``) and ends FINISHED, or KILLED
+    when the sweep was interrupted (``--resume`` reopens it and they are computed again)."""
     mlf = client(tracking_uri)
+    from sweeps.parent_means import finished_children, variant_means
+
+    parent = mlf.get_run(run_id)
+    children = finished_children(mlf, parent.info.experiment_id, parent.data.tags.get(TAG_SWEEP, ""))
+    means = _metrics(variant_means(children), 0)
+    if means:
+        mlf.log_batch(run_id, metrics=means)
     mlf.set_tag(run_id, TAG_FAILED_TRIALS, str(failed))
     mlf.set_terminated(run_id, status=status)
+
+
+def experiment_of(tracking_uri: str, run_id: str) -> str:
+    return client(tracking_uri).get_run(run_id).info.experiment_id
+
+
+def run_name(variant: str, category: str, seed: int, trial_id: str = "", several: bool = False, stage: str | None = None) -> str:
+    """``<variant>/<category>/s<seed>``; ``-t<index>`` (Tune's trial index) when the variant has
+    several configurations in the sweep, ``-<stage>`` in a two-stage sweep."""
+    name = f"{variant}/{category}/s{seed}"
+    if several and trial_id:
+        index = trial_id.rpartition("_")[2]
+        name += f"-t{int(index)}" if index.isdigit() else f"-{trial_id}"
+    return f"{name}-{stage}" if stage else name
 
 
 def _params(cfg: HaloAEConfig) -> list[Param]:
@@ -210,13 +251,16 @@ class TrialRun:
         cfg: HaloAEConfig,
         data_root: str,
         stage: str | None = None,
+        name: str | None = None,
     ) -> None:
         self.mlf = client(tracking_uri)
         exp_id = experiment_id(self.mlf, experiment)
         key = {TAG_SWEEP: sweep, TAG_TRIAL_ID: trial_id, TAG_CATEGORY: category, TAG_SEED: str(seed), TAG_ROLE: ROLE_TRIAL}
         found = find_runs(self.mlf, exp_id, key)
+        self._logged: set[tuple[str, int]] = set()  # (key, step) already in the run
         if found:
             self.run_id = found[0].info.run_id
+            self._logged = self._logged_steps(found[0].data.metrics)
             self.mlf.update_run(self.run_id, status="RUNNING")
             for tag in {TAG_ERROR, TAG_STOPPED_BY} & set(found[0].data.tags):  # how its last attempt ended
                 self.mlf.delete_tag(self.run_id, tag)
@@ -228,10 +272,10 @@ class TrialRun:
                 TAG_PARENT_RUN: parent_run_id,
                 **({TAG_STAGE: stage} if stage else {}),
             }
-            run = self.mlf.create_run(exp_id, tags=tags, run_name=f"{trial_id}-{category}-s{seed}")
+            run = self.mlf.create_run(exp_id, tags=tags, run_name=name or run_name(cfg.variant, category, seed, stage=stage))
             self.run_id = run.info.run_id
             # params are immutable in MLflow: logged once, at creation (in batches of 100)
-            params = _params(cfg)
+            params = _params(cfg) + [Param(TAG_CATEGORY, category), Param(TAG_SEED, str(seed))]
             for i in range(0, len(params), 100):
                 self.mlf.log_batch(self.run_id, params=params[i : i + 100])
 
@@ -243,16 +287,26 @@ class TrialRun:
         self.mlf.set_tag(self.run_id, TAG_NODE_IDS, ",".join(nodes))
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, Any]) -> None:
-        batch = _metrics(metrics, epoch)
+        """One epoch's metrics at step = epoch; its validation under ``curve/val/*``: ``val/*``
+        itself is the best checkpoint's, logged once by ``finish``."""
+        self._log(_metrics({curve_key(k) if split_of(k) == VAL else k: v for k, v in metrics.items()}, epoch))
+
+    def _logged_steps(self, keys: Iterable[str]) -> set[tuple[str, int]]:
+        """What an earlier attempt logged. A driver killed between an epoch's log and Tune's record
+        of its checkpoint restarts the trial from the checkpoint before: it trains that epoch again
+        (exactly: seeded, resumed RNG) and must not log it a second time."""
+        return {(key, m.step) for key in keys for m in self.mlf.get_metric_history(self.run_id, key)}
+
+    def _log(self, batch: list[Metric]) -> None:
+        batch = [m for m in batch if (m.key, m.step) not in self._logged]
         for i in range(0, len(batch), 1000):
             self.mlf.log_batch(self.run_id, metrics=batch[i : i + 1000])
 
     def finish(self, metrics: Mapping[str, Any], out_dir: Path, cfg: HaloAEConfig) -> None:
-        """Final metrics (step = best epoch) and the artifacts, then FINISHED."""
+        """The best checkpoint's val/* and test/* (step = best epoch) and the artifacts, then FINISHED."""
         from haloae.plots import plot_alpha_schedule
 
-        best = int(metrics.get("best_epoch", 0))
-        self.log_epoch(best, metrics)
+        self._log(_metrics(metrics, int(metrics.get(BEST_EPOCH, 0))))
         (out_dir / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2, default=list))
         plot_alpha_schedule(cfg, out_dir / ALPHA_PLOT_FILE)
         for name in (CONFIG_FILE, METRICS_FILE, ALPHA_PLOT_FILE):

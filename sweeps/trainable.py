@@ -6,9 +6,10 @@ per_category`` (category and seed are trial parameters), every category x seed o
 ``aggregate: mean`` (the trial reports their mean, the one objective Optuna needs). Each epoch:
 
     every unit advances one epoch (``fit_epochs``: it checkpoints itself first)
-    -> its metrics go to its MLflow child run (``sweeps.tracking.TrialRun``)
-    -> on the last epoch each unit is evaluated on validation and test (``finish``) and its
-       artifacts are logged, *before* the report, so a scheduler stopping the trial at max_t loses
+    -> its metrics go to its MLflow child run (``sweeps.tracking.TrialRun``; validation as the
+       curve ``curve/val/*``)
+    -> on the last epoch each unit's best checkpoint is evaluated on validation and test
+       (``finish``): its val/* and test/* and its artifacts are logged, *before* the report, so a scheduler stopping the trial at max_t loses
        nothing
     -> ``tune.report(metrics, checkpoint)``: the units' checkpoint.pt and best.pt in one directory
 
@@ -23,14 +24,16 @@ import math
 import os
 import shutil
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from haloae.precision import with_applied_precision
 from haloae.train import finish, fit_epochs, pick_device
 from haloae.vocab import BEST_FILE, CHECKPOINT_FILE, ENV_INJECT_FAULT
 from sweeps.datacache import cached_category_data
 from sweeps.schema import SweepSpec
-from sweeps.tracking import TrialRun
+from sweeps.tracking import TrialRun, run_name
 from sweeps.trials import build_config
 
 
@@ -39,6 +42,18 @@ def trial_units(spec: SweepSpec, params: dict[str, Any]) -> list[tuple[str, int]
     if spec.objective.aggregate == "per_category":
         return [(params["category"], int(params["seed"]))]
     return [(c, s) for c in spec.categories() for s in spec.seeds]
+
+
+def several_configurations(spec: SweepSpec) -> bool:
+    """Whether a variant trains more than one configuration per category and seed (then its run
+    names carry the trial index): a search space with choices, repeats, or several points."""
+    search = spec.search
+    if search.points:
+        per_cell = Counter((p.get("variant"), p.get("category")) for p in search.points)
+        return max(per_cell.values()) > 1 or search.num_samples > 1
+    if search.algorithm == "grid":
+        return search.num_samples > 1 or any(len(d.values) > 1 for d in search.space.values())
+    return search.num_samples > 1
 
 
 def aggregate(per_unit: list[dict[str, float]]) -> dict[str, float]:
@@ -104,14 +119,17 @@ def run_trial(config: dict[str, Any], spec: SweepSpec, parent_run_id: str) -> No
             shutil.copytree(saved, work, dirs_exist_ok=True)
 
     units = []
+    several = several_configurations(spec)
     for category, seed in trial_units(spec, config):
         params = {**config, "category": category, "seed": seed}
         cfg = build_config(spec, params)
+        cfg = with_applied_precision(cfg, pick_device(cfg.train.device))  # params record what is applied, not auto
         data = cached_category_data(cfg, spec.data_root(), category)
         out_dir = work / f"{category}-s{seed}"
         run = TrialRun(
             spec.tracking_uri(), spec.experiment_name(), parent_run_id, spec.name, trial_id,
             category, seed, cfg, str(spec.data_root()), stage=spec.stage,
+            name=run_name(cfg.variant, category, seed, trial_id, several, spec.stage),
         )
         run.tag_node(_node_id())
         units.append((cfg, data, out_dir, run))
@@ -175,4 +193,4 @@ def _report(metrics: dict[str, float], units: list) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
-__all__ = ["aggregate", "run_trial", "trial_units"]
+__all__ = ["aggregate", "run_trial", "several_configurations", "trial_units"]

@@ -96,6 +96,12 @@ def test_export_picks_the_best_validation_run_and_sets_the_champion(sweep):
     export_run = client.get_run(version.run_id)
     assert export_run.data.tags["haloae.role"] == "export" and export_run.data.tags["source_run_id"] == chosen.run_id
     assert export_run.data.tags["mlflow.parentRunId"] == logged.parent_run_id
+    # the registry version says how it was chosen, its threshold and its source run
+    tags = version.tags
+    assert tags["objective"] == "val/image_auroc" and float(tags["objective_value"]) == chosen.final["val/image_auroc"]
+    assert float(tags["threshold"]) == info["threshold"] and tags["source_run_id"] == chosen.run_id
+    assert tags["sweep"] == "real" and tags["category"] == CATEGORY
+    assert "val/image_auroc" in version.description and chosen.run_id in version.description and "threshold" in version.description
 
 
 @pytest.mark.slow
@@ -245,3 +251,17 @@ def test_a_second_export_moves_the_champion_to_a_new_version(sweep, tmp_path):
     result = CliRunner().invoke(main, ["export", "--sweep", "real", "--categories", CATEGORY, "--out", str(tmp_path)])  # via $MLFLOW_TRACKING_URI
     assert result.exit_code == 0, result.output
     assert int(client.get_model_version_by_alias(MODEL, ALIAS).version) == old + 1
+
+
+@pytest.mark.parametrize("given", ["nothing", "a missing store"])
+def test_predict_from_the_registry_needs_a_store_and_creates_none(given, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # MLflow's default: sqlite:///<cwd>/mlflow.db
+    image = tmp_path / "a.png"
+    image.write_bytes(b"")
+    store = ["--tracking-uri", f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"] if given == "a missing store" else []
+    result = CliRunner().invoke(main, ["predict", "--model", URI, str(image), "--out", "pred", *store])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and ("--tracking-uri" in errors[0] if given == "nothing" else "no MLflow store" in errors[0])
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.png"]  # no stray mlflow.db, no folders

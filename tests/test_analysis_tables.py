@@ -5,17 +5,20 @@ from the raw values written to MLflow (``tests.helpers.analysis``)."""
 import csv
 import re
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 from analysis import render, tables
 from analysis.figures import make_figures
 from analysis.paper import PAPER_CSV
-from analysis.runs import RunsWarning, SweepQueryError, client_for, load_runs, select
+from analysis.runs import RunsWarning, SweepQueryError, category_group, client_for, load_runs, select, select_stage
 from haloae.cli import main
 from haloae.presets import VARIANTS
 from haloae.scoring import SCORING_LABELS
@@ -24,12 +27,12 @@ from tests.helpers.analysis import (
     FAKE_CATEGORIES,
     FAKE_VARIANTS,
     assert_stat,
-    best_flags,
     cell_by_hand,
     fake_trials,
     grid_trials,
     group_by_hand,
     log_sweep,
+    values_by_seed,
 )
 
 ALPHA_C = {"loss.alpha.cls.c": (3.0, 5.0), "loss.alpha.fm.c": (2.0, 4.0)}
@@ -45,7 +48,9 @@ def store(tmp_path_factory):
     grid = log_sweep(storage, "grid", grid_trials(), "model.block_size,model.halo_size", tracking_uri=fake.tracking_uri)
     notag = log_sweep(storage, "notag", fake_trials(categories=("synth_disc",), seeds=(0,)), None, tracking_uri=fake.tracking_uri)
     alpha_c = log_sweep(storage, "alpha_c", grid_trials(ALPHA_C, seeds=(0,)), ",".join(ALPHA_C), tracking_uri=fake.tracking_uri)
-    return fake, grid, notag, alpha_c
+    finished_only = [t for t in fake_trials(categories=("synth_disc",), seeds=(0,)) if t.status == "FINISHED"]
+    staged = log_sweep(storage, "staged", finished_only, "variant", tracking_uri=fake.tracking_uri)
+    return fake, grid, notag, alpha_c, staged
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +97,7 @@ def test_knobs_are_typed_and_found_without_the_varied_tag(store):
 
 
 def test_unknown_sweep_lists_the_sweeps_found(store):
-    with pytest.raises(SweepQueryError, match=r"unknown sweep 'nope'.*sweeps found: alpha_c, fake, grid, notag"):
+    with pytest.raises(SweepQueryError, match=r"unknown sweep 'nope'.*sweeps found: alpha_c, fake, grid, notag, staged"):
         load_runs("nope", tracking_uri=store[0].tracking_uri)
     with pytest.raises(SweepQueryError, match=r"sweeps under .*: fake"):
         load_runs("nope", storage=store[0].storage)
@@ -108,6 +113,7 @@ def test_table2_cells_means_and_bold(runs, store, split):
     trials = store[0].trials
     table = tables.table2(runs, split)
     labels = [VARIANTS[v].label for v in FAKE_VARIANTS]
+    label_variant = dict(zip(labels, FAKE_VARIANTS, strict=True))
     assert table.columns == labels
     assert table.rows == ["synth_brick", "synth_disc", "Mean Text.", "Mean Obj.", "Mean"]
     groups = {"Mean Text.": ["synth_brick"], "Mean Obj.": ["synth_disc"], "Mean": list(FAKE_CATEGORIES)}
@@ -117,7 +123,9 @@ def test_table2_cells_means_and_bold(runs, store, split):
             expected = [group_by_hand(trials, v, groups[row], key) if row in groups else cell_by_hand(trials, v, row, key) for v in FAKE_VARIANTS]
             for label, exp in zip(labels, expected, strict=True):
                 assert_stat(table.cell(row, label).stats[i], exp)
-            assert [table.cell(row, label).best[i] for label in labels] == best_flags([e[0] for e in expected])  # best of the row
+                assert_interval(table.cell(row, label).stats[i], per_seed_by_hand(trials, label_variant[label], groups.get(row, [row]), key))
+            assert not any(table.cell(row, label).best[i] for label in labels)  # 2 to 4 pairs: nothing can be significant
+    assert "cannot reach p < 0.05" in render.caption(table, render.STYLES["md"]) and "Tied at the top" in table.notes[-1]
 
 
 def test_table3_cells_bold_and_paper_values(runs, store):
@@ -134,7 +142,8 @@ def test_table3_cells_bold_and_paper_values(runs, store):
             cell = table.cell(VARIANTS[v].label, column)
             assert_stat(cell.stats[0], exp)
             assert cell.paper == paper[(VARIANTS[v].paper_row, paper_columns[column])]
-        assert [table.cell(VARIANTS[v].label, column).best[0] for v in FAKE_VARIANTS] == best_flags([e[0] for e in expected])
+            assert_interval(cell.stats[0], per_seed_by_hand(trials, v, members[column], "test/image_auroc"))
+        assert not any(table.cell(VARIANTS[v].label, column).best[0] for v in FAKE_VARIANTS)  # at most 4 pairs
 
 
 def test_table3_paper_cli_shows_the_csv_values_exactly(store):
@@ -158,7 +167,7 @@ def test_table_s1_scorings_by_category(runs, store):
         expected = [cell_by_hand(trials, "haloae", category, f"test/{s}/image_auroc") for s in scorings]
         for s, exp in zip(scorings, expected, strict=True):
             assert_stat(first.cell(SCORING_LABELS[s], category).stats[0], exp)
-        assert [first.cell(SCORING_LABELS[s], category).best[0] for s in scorings] == best_flags([e[0] for e in expected])
+        assert not any(first.cell(SCORING_LABELS[s], category).best[0] for s in scorings)  # 2 seeds: 2 pairs
     assert first.cell("L_cls", "synth_disc").stats[1] is None  # the classifier has no map
 
 
@@ -173,7 +182,7 @@ def test_pivot_of_two_knobs(store):
             values = [t.final["test/image_auroc"] for t in trials if t.cfg.model.block_size == b and t.cfg.model.halo_size == h]
             expected.append((np.mean(values), np.std(values, ddof=1), len(values)))
             assert_stat(table.cell(str(b), str(h)).stats[0], expected[-1])
-        assert [table.cell(str(b), str(h)).best[0] for b in (1, 2, 3)] == best_flags([e[0] for e in expected])
+        assert not any(table.cell(str(b), str(h)).best[0] for b in (1, 2, 3))  # 2 seeds: 2 pairs
     with pytest.raises(SweepQueryError, match="unknown knob"):
         tables.pivot(grid, "model.block_size", "model.dim_head")
 
@@ -195,12 +204,14 @@ def test_where_filters_and_pivot_refuses_mixed_knobs(runs):
 
 def test_renderers_share_one_cell_model(runs):
     table = tables.table3(runs, "test", with_paper=True)
+    key = next(iter(table.cells))
+    table.cells[key] = replace(table.cells[key], best=(True, False))  # as if significantly best
     md, latex, html = (render.render(table, f) for f in ("md", "latex", "html"))
-    best = [(r, c) for (r, c), cell in table.cells.items() if cell.best[0]]
-    shown = render.format_stat(table.cell(*best[0]).stats[0], render.STYLES["md"], table.common_n)
+    shown = render.format_stat(table.cell(*key).stats[0], render.STYLES["md"], table.common_n)
     assert f"**{shown}**" in md
     assert r"\textbf{" + shown.replace("±", r"$\pm$") + "}" in latex
-    assert f"<b>{shown}</b>" in html
+    assert f"<b>{shown}</b>" in html and html.startswith('<table class="haloae-table"') and "<caption>" in html
+    assert render.html_table(table) + "\n" == html
     tidy = pd.read_csv(pd.io.common.StringIO(render.render(table, "csv")))
     assert len(tidy) == len(table.rows) * len(table.columns) * 2
     first = tidy.iloc[0]
@@ -264,3 +275,160 @@ def test_paper_lookup_matches_rows_by_variant_and_scoring():
     assert paper.paper_pair("tableS1", SCORING_LABELS["afm_norm"], "wood") == ("99.9", "90.3")
     assert paper.mean_of([("90.0", "80.0"), ("91.0", None)]) == ("90.5", None)
     assert paper.variant_row("attention_none", "table3") is None
+
+
+# ---------------------------------------------------------------------- intervals, paired tests, markers
+def per_seed_by_hand(trials, variant, categories, key) -> list[float]:
+    """Per seed that has every category: the mean over ``categories`` (one category: its values)."""
+    by_category = [values_by_seed(trials, variant, c, key) for c in categories]
+    seeds = sorted(set.intersection(*(set(b) for b in by_category)))
+    return [float(np.mean([b[s] for b in by_category])) for s in seeds]
+
+
+def assert_interval(stat, per_seed: list[float]) -> None:
+    """The cell's interval is scipy's Student-t interval of the mean of the per-seed values."""
+    low, high = stats.t.interval(0.95, len(per_seed) - 1, loc=np.mean(per_seed), scale=stats.sem(per_seed))
+    assert stat.n == len(per_seed) and (stat.low, stat.high) == (pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
+
+
+HAND_CATEGORIES = ("carpet", "grid", "leather", "bottle", "cable", "capsule")
+
+
+def hand_frame(offsets: dict[str, float], seeds=(0, 1), extra: list[dict] | None = None) -> pd.DataFrame:
+    """A run frame as ``load_runs`` returns it: variant x 6 categories x seeds, FINISHED, the metric
+    = a per-(category, seed) base + the variant's offset + a small deterministic wobble."""
+    rows = []
+    for v, (variant, offset) in enumerate(offsets.items()):
+        for c, category in enumerate(HAND_CATEGORIES):
+            for seed in seeds:
+                base = 0.6 + 0.05 * c + 0.02 * seed
+                value = base + offset + 0.003 * ((v * 7 + c * 3 + seed * 5) % 4)
+                rows.append({"run_id": f"r{v}{c}{seed}", "trial_id": f"t{v}", "category": category, "group": category_group(category),
+                             "variant": variant, "seed": seed, "status": "FINISHED", "error": "", "stage": "", "stopped_at_epoch": None,
+                             "test/image_auroc": value, "test/pixel_auroc": value - 0.1, "test/aupro": value - 0.3})  # fmt: skip
+    frame = pd.DataFrame(rows + (extra or []))
+    frame.attrs.update(sweep="hand", varied=["variant"], summary="hand-made")
+    return frame
+
+
+def test_cells_carry_scipys_interval_and_holm_corrected_wilcoxon_against_the_reference():
+    offsets = {"haloae": 0.0, "equal_weights": 0.08, "uncertainty_weighting": 0.001}
+    frame = hand_frame(offsets)
+    table = tables.table3(frame, "test")
+    labels = {v: VARIANTS[v].label for v in offsets}
+    reference = labels["haloae"]
+    for column, members in {"Mean Text.": HAND_CATEGORIES[:3], "Mean Obj.": HAND_CATEGORIES[3:], "Mean": HAND_CATEGORIES}.items():
+        sub = frame[frame["category"].isin(members)]
+        pivot = sub.pivot_table(index=["category", "seed"], columns="variant", values="test/image_auroc")
+        raw = [stats.wilcoxon(pivot[v], pivot["haloae"], zero_method="pratt").pvalue for v in ("equal_weights", "uncertainty_weighting")]
+        corrected = multipletests(raw, method="holm")[1]
+        for v, p in zip(("equal_weights", "uncertainty_weighting"), corrected, strict=True):
+            versus = table.cell(labels[v], column).versus[0]
+            assert versus.p_holm == pytest.approx(p) and versus.n_pairs == len(pivot) and versus.significant == (p < 0.05)
+        assert table.cell(reference, column).versus[0] is None
+        for v in offsets:
+            per_seed = sub[sub["variant"] == v].groupby("seed")["test/image_auroc"].mean().tolist()
+            assert_interval(table.cell(labels[v], column).stats[0], per_seed)
+    # Mean: 12 pairs, all above both others: significantly best, bold. A group: 6 pairs, smallest
+    # p = 2/64 against each of 2 rows, 0.0625 after Holm: not bold, its top rows are tied
+    assert table.cell(labels["equal_weights"], "Mean").versus[0].significant
+    assert table.cell(labels["equal_weights"], "Mean").best == (True, True)
+    assert not any(table.cell(labels[v], c).best[0] for v in offsets for c in ("Mean Text.", "Mean Obj."))
+    assert not any(table.cell(labels[v], "Mean").best[0] for v in ("haloae", "uncertainty_weighting"))
+    assert "Mean Text., image AUROC: " in table.notes[-1]
+    md = render.render(table, "md")
+    cell = table.cell(labels["equal_weights"], "Mean").stats[0]
+    assert f"**{100 * cell.mean:.1f} ± {100 * cell.half_width:.1f}**\\*" in md  # bold, then the marker
+    header, values = table.extra_column
+    assert header == f"p vs {reference} (Holm), Mean" and values[reference] == "reference"
+    assert values[labels["equal_weights"]].startswith(f"{table.cell(labels['equal_weights'], 'Mean').versus[0].p_holm:.3g}*")
+    caption = render.caption(table, render.STYLES["md"])
+    assert "95% Student-t interval" in caption and "Holm" in caption and f"reference {reference}" in caption
+
+
+def test_close_top_rows_are_tied_not_bold():
+    table = tables.table3(hand_frame({"haloae": 0.0, "equal_weights": 0.0005}), "test")
+    assert not any(c.best[0] for c in table.cells.values())
+    assert "Tied at the top" in table.notes[-1] and "Mean, image AUROC" in table.notes[-1]
+
+
+def test_table2_has_a_p_value_row_and_aupro_is_a_cell_metric():
+    frame = hand_frame({"haloae": 0.0, "equal_weights": 0.08})
+    table = tables.table2(frame, "test", metrics=("image_auroc", "aupro"))
+    assert table.metrics == ("image AUROC", "AUPRO")
+    stat = table.cell("Mean", VARIANTS["haloae"].label).stats[1]
+    assert stat.mean == pytest.approx(frame[frame["variant"] == "haloae"]["test/aupro"].mean())
+    label, values = table.extra_row
+    assert label == f"p vs {VARIANTS['haloae'].label} (Holm), Mean" and values[VARIANTS["haloae"].label] == "reference"
+    md = render.render(table, "md")
+    assert md.count(label) == 1 and "AUPRO" in md
+    with pytest.raises(SweepQueryError, match="cell metric: unknown 'auprc'"):
+        tables.table3(frame, "test", metrics=("auprc",))
+    with pytest.raises(SweepQueryError, match="--reference 'nope'"):
+        tables.table3(frame, "test", reference="nope")
+
+
+def test_latex_is_booktabs_with_one_header_row():
+    table = tables.table3(hand_frame({"haloae": 0.0, "equal_weights": 0.08}), "test")
+    latex = render.render(table, "latex")
+    lines = latex.splitlines()
+    assert lines[0].startswith(r"% requires \usepackage{booktabs}")
+    top, mid = lines.index(r"\toprule"), lines.index(r"\midrule")
+    assert mid - top == 2 and lines[top + 1].startswith("configuration & Mean Text.")  # one header row, no index-name row
+    assert r"\bottomrule" in lines and r"\caption{" in latex and "Student-t" in latex
+    assert "±" not in latex and r"$^{*}$" in latex
+
+
+def test_failed_runs_are_marked_and_listed_never_dropped(runs):
+    table = tables.table2(runs, "test")
+    haloae = VARIANTS["haloae"].label
+    assert render.LEFT_OUT in table.cell("synth_disc", haloae).marks  # its seed-2 run FAILED
+    assert any(n.startswith(f"{render.LEFT_OUT} {haloae} / synth_disc / s2: FAILED: FloatingPointError") for n in table.notes)
+    assert any("RUNNING" in n for n in table.notes)
+    # a configuration whose every run failed keeps its row: "failed" cells
+    failed = {"run_id": "rf", "trial_id": "tf", "category": "carpet", "group": "texture", "variant": "uncertainty_weighting", "seed": 0,
+              "status": "FAILED", "error": "FloatingPointError: nan", "stage": "", "stopped_at_epoch": None}  # fmt: skip
+    three = tables.table3(hand_frame({"haloae": 0.0}, extra=[failed]), "test")
+    row = VARIANTS["uncertainty_weighting"].label
+    assert row in three.rows and three.cell(row, "Mean Text.").failed
+    md = render.render(three, "md")
+    assert f"| {row} | {render.FAILED}{render.LEFT_OUT}" in md and "no run of the cell succeeded" in md
+
+
+def test_stopped_runs_count_and_say_their_epoch():
+    frame = hand_frame({"haloae": 0.0, "equal_weights": 0.08})
+    frame.loc[(frame["variant"] == "equal_weights") & (frame["category"] == "bottle") & (frame["seed"] == 1), "stopped_at_epoch"] = 3
+    table = tables.table2(frame, "test")
+    label = VARIANTS["equal_weights"].label
+    assert render.STOPPED in table.cell("bottle", label).marks and render.STOPPED in table.cell("Mean", label).marks
+    assert render.STOPPED not in table.cell("carpet", label).marks and table.cell("bottle", label).stats[0].n == 2
+    assert f"{render.STOPPED} {label} / bottle / s1: stopped at epoch 3 by the scheduler" in " ".join(table.notes)
+    assert "stopped early by the scheduler" in render.caption(table, render.STYLES["md"])
+
+
+def test_tables_use_the_confirm_stage_unless_asked(store):
+    frame = hand_frame({"haloae": 0.0, "equal_weights": 0.08})
+    frame["stage"] = ["screen" if s == 0 else "confirm" for s in frame["seed"]]
+    assert set(select_stage(frame)["stage"]) == {"confirm"} and select_stage(frame).attrs["other_stages"] == len(frame) // 2
+    assert set(select_stage(frame, "screen")["seed"]) == {0} and len(select_stage(frame, "all")) == len(frame)
+    with pytest.raises(SweepQueryError, match="no confirm-stage run yet"):
+        select_stage(frame[frame["stage"] == "screen"])
+    with pytest.raises(SweepQueryError, match="has no stages"):
+        select_stage(hand_frame({"haloae": 0.0}), "screen")
+    # from MLflow: a sweep whose runs carry haloae.stage
+    client = client_for(store[0].tracking_uri)
+    staged = store[4]
+    for trial in staged.trials:
+        client.set_tag(trial.run_id, "haloae.stage", "confirm" if trial.cfg.variant == "haloae" else "screen")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RunsWarning)
+        confirm = load_runs("staged", tracking_uri=store[0].tracking_uri)
+        screen = load_runs("staged", tracking_uri=store[0].tracking_uri, stage="screen")
+    assert set(confirm["variant"]) == {"haloae"} and "confirm stage" in confirm.attrs["summary"]
+    assert "haloae" not in set(screen["variant"])
+    result = CliRunner().invoke(main, ["tables", "--sweep", "staged", "--tracking-uri", store[0].tracking_uri, "--table", "table3", "--no-stats"])
+    assert result.exit_code == 0, result.output
+    assert "screen runs" not in result.output and VARIANTS["equal_weights"].label not in result.output
+    shown = CliRunner().invoke(main, ["tables", "--sweep", "staged", "--tracking-uri", store[0].tracking_uri, "--table", "table3",
+                                      "--no-stats", "--stage", "screen"])  # fmt: skip
+    assert shown.exit_code == 0 and VARIANTS["equal_weights"].label in shown.output

@@ -16,8 +16,10 @@ def test_defaults_are_the_original_code():
     assert cfg.loss.alpha.cls.d == 0.07 and cfg.loss.alpha.im.c == 300
     # raw VGG19 features, the decoder's final ReLU, the map mean as image score: as the original
     assert not m.backbone.standardize and m.decoder_final_relu and cfg.eval.image_score == "mean"
-    # today's scoring and pixel resolution, torchvision's VGG19; bf16 on CUDA with fp32 losses
-    assert (cfg.eval.scoring, cfg.eval.pixel_size, m.backbone.padding, cfg.train.precision) == ("auto", 0, "zeros", "bf16")
+    # today's scoring and pixel resolution, torchvision's VGG19; auto precision (bf16 on CUDA, fp32
+    # losses), the honest evaluation
+    assert (cfg.eval.scoring, cfg.eval.pixel_size, m.backbone.padding, cfg.train.precision) == ("auto", 0, "zeros", "auto")
+    assert cfg.eval.protocol == "honest"
 
 
 def test_cpu_preset_standardises_features_it_can_reconstruct():

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The losses stay fp32 under bf16 autocast (``train.precision``), on real bottle images."""
+"""``train.precision``: the losses stay fp32 under bf16 autocast (real bottle images), auto resolves per
+device, an explicit bf16 is applied on the CPU too, and a run records the precision it applied."""
 
 import contextlib
 from pathlib import Path
@@ -7,13 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from haloae.checkpoint import read_checkpoint
 from haloae.config import HaloAEConfig
 from haloae.data import normalize
 from haloae.errors import ConfigError
 from haloae.images import load_image
 from haloae.losses import HaloAELoss, ssim
-from haloae.model import HaloAEOutput
-from haloae.train import autocast_for
+from haloae.model import HaloAE, HaloAEOutput
+from haloae.precision import applied_precision, autocast_for, with_applied_precision
+from haloae.vocab import BEST_FILE
 
 BOTTLE = Path("/work/shared/data/mvtec_ad/bottle/train/good")
 
@@ -68,12 +71,55 @@ def test_bf16_model_outputs_are_scored_in_fp32(bottle_batch):
 
 def test_precision_is_a_recorded_knob():
     cfg = HaloAEConfig()
-    assert cfg.train.precision == "bf16" and cfg.flatten()["train.precision"] == "bf16"
+    assert cfg.train.precision == "auto" and cfg.flatten()["train.precision"] == "auto"
     assert HaloAEConfig.from_overrides("paper", ["train.precision=fp32"]).train.precision == "fp32"
-    with pytest.raises(ConfigError, match=r"^train.precision: unknown 'fp16'; valid: bf16, fp32$"):
+    with pytest.raises(ConfigError, match=r"^train.precision: unknown 'fp16'; valid: auto, bf16, fp32$"):
         HaloAEConfig.from_overrides("paper", ["train.precision=fp16"])
 
 
-def test_fp32_disables_autocast_and_cpu_stays_fp32():
+def test_auto_is_bf16_on_cuda_and_fp32_on_the_cpu_and_explicit_values_apply_everywhere():
+    assert applied_precision("auto", "cuda") == "bf16" and applied_precision("auto", "cpu") == "fp32"
+    assert applied_precision("bf16", "cpu") == "bf16" and applied_precision("fp32", "cuda") == "fp32"
     assert isinstance(autocast_for(torch.device("cuda"), "fp32"), contextlib.nullcontext)
-    assert isinstance(autocast_for(torch.device("cpu"), "bf16"), contextlib.nullcontext)
+    assert isinstance(autocast_for(torch.device("cpu"), "auto"), contextlib.nullcontext)
+    assert isinstance(autocast_for(torch.device("cpu")), contextlib.nullcontext)  # the default: auto
+
+
+def test_explicit_bf16_runs_the_cpu_forward_in_bf16():
+    """Old code: bf16 on the CPU was recorded but the forward ran in fp32 (a no-op context)."""
+    cfg = HaloAEConfig.from_overrides("tiny", ["train.precision=bf16"])
+    model = HaloAE(cfg).eval()
+    with torch.no_grad(), autocast_for(torch.device("cpu"), cfg.train.precision):
+        out = model(torch.randn(2, 3, 32, 32))
+    assert out.fm_hat.dtype == torch.bfloat16
+
+
+def test_a_run_records_the_precision_it_applied(tmp_path):
+    """auto on the CPU is recorded as fp32; an explicit bf16 is recorded as bf16 *and* trains in bf16
+    (its losses differ from the fp32 run's: old code recorded bf16 and trained in fp32, identically)."""
+    from haloae.category_data import prepare_data
+    from haloae.synth import generate
+    from haloae.train import fit
+
+    generate(tmp_path / "data", categories=["synth_disc"], size=32, n_train=6, n_test_good=2, n_test_defect_per_type=1, seed=0)
+    recorded, losses = {}, {}
+    for precision in ("auto", "bf16"):
+        cfg = HaloAEConfig.from_overrides(
+            "tiny", {"train.precision": precision, "train.epochs": 1, "train.steps_per_epoch": 2, "train.device": "cpu"}
+        )
+        data = prepare_data(cfg, tmp_path / "data", "synth_disc")
+        fit(cfg, data, tmp_path / precision, progress=False)
+        best = read_checkpoint(tmp_path / precision / BEST_FILE)
+        recorded[precision], losses[precision] = best["config"]["train"]["precision"], best["metrics"]["train/loss"]
+    assert recorded == {"auto": "fp32", "bf16": "bf16"}
+    assert losses["auto"] != losses["bf16"]
+
+
+def test_with_applied_precision_keeps_everything_else():
+    cfg = HaloAEConfig.from_overrides("tiny", variant="fm_only")
+    applied = with_applied_precision(cfg, "cpu")
+    assert applied.train.precision == "fp32"
+    assert {k: v for k, v in applied.flatten().items() if k != "train.precision"} == {
+        k: v for k, v in cfg.flatten().items() if k != "train.precision"
+    }
+    assert with_applied_precision(applied, "cuda") is applied  # already concrete: kept

@@ -9,7 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from haloae.vocab import BEST_EPOCH, ENV_DATA_CACHE
+from haloae.vocab import BEST_EPOCH, ENV_DATA_CACHE, curve_key
 from sweeps import tracking
 from sweeps.loading import load_spec
 from sweeps.runner import _search, generate_data
@@ -45,10 +45,8 @@ def _best_epoch_and_history(tmp_path, name: str, metric: str, mode: str) -> tupl
     parent = tracking.ensure_parent_run(spec.tracking_uri(), spec.experiment_name(), spec.name, spec.sha256(), None, [])
     run_trial({"variant": "haloae", "category": "synth_disc", "seed": 0}, spec=spec, parent_run_id=parent)
     (run,) = trial_runs(spec.tracking_uri(), spec.experiment_name())
-    history = MlflowClient(spec.tracking_uri()).get_metric_history(run.info.run_id, metric)
-    per_epoch: dict[int, float] = {}
-    for m in sorted(history, key=lambda m: m.timestamp):  # the final evaluation logs again at the best epoch
-        per_epoch.setdefault(m.step, m.value)
+    history = MlflowClient(spec.tracking_uri()).get_metric_history(run.info.run_id, curve_key(metric))  # per epoch
+    per_epoch = {m.step: m.value for m in history}
     return int(run.data.metrics[BEST_EPOCH]), [per_epoch[e] for e in range(spec.epochs())]
 
 

@@ -36,8 +36,9 @@ def free_port() -> int:
 
 def env() -> dict[str, str]:
     # RAY_AUTH_MODE: Ray 2.60's `ray start` turns token authentication on by default; a loopback
-    # test cluster opts out (clusters in cluster/ keep it on)
-    return {**os.environ, **QUIET, "PYTHONUNBUFFERED": "1", "RAY_AUTH_MODE": "disabled"}
+    # test cluster opts out (clusters in cluster/ keep it on). RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S:
+    # a SIGTERMed `ray start --block` would wait 30 s for Serve proxies to drain (there are none)
+    return {**os.environ, **QUIET, "PYTHONUNBUFFERED": "1", "RAY_AUTH_MODE": "disabled", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
 
 
 def stop(process: subprocess.Popen, grace: float = 30) -> None:
@@ -84,6 +85,15 @@ def ray_head(tmp_path):
     stop(head)
 
 
+def _last_results(experiment: Path) -> dict[str, dict]:
+    """Each trial's last result as Tune's saved experiment state records it."""
+    found = {}
+    for state in experiment.glob("experiment_state-*.json"):
+        for trial, runtime in json.loads(state.read_text())["trial_data"]:
+            found[json.loads(trial)["trial_id"]] = json.loads(runtime).get("last_result", {})
+    return found
+
+
 def checkpointed_trials(experiment: Path) -> set[str]:
     """Trial ids whose checkpoint Tune's saved experiment state records: what a restore resumes from
     (a checkpoint folder on disk may be newer than the state the driver last saved)."""
@@ -99,41 +109,115 @@ def checkpointed_trials(experiment: Path) -> set[str]:
     return found
 
 
-def test_driver_sigkill_then_resume_completes_without_restarts_or_duplicates(tmp_path, ray_head):
-    path = tiny_spec(
-        tmp_path, "killed",
-        search={"algorithm": "grid", "space": {"optim.lr": {"grid": [1e-3, 2e-3, 5e-3, 1e-2]}}},
-        objective={"metric": "val/image_auroc", "mode": "max", "aggregate": "per_category"},
-        data={"synthetic": {"categories": ["synth_disc"], "size": 32, "seed": 0}, "categories": "all"},
-        overrides={"train.epochs": 8, "train.steps_per_epoch": 3},
-        resources={"cpu": 1},
-    )
-    spec = load_spec(path)
-    experiment = Path(spec.sweep_dir()) / "ray"
-    with open(tmp_path / "driver-1.log", "w") as log:
-        driver = subprocess.Popen(
-            [*HALOAE, "sweep", str(path), "--address", ray_head], env=env(), stdout=log, stderr=subprocess.STDOUT
-        )
+MOMENT_EPOCHS = 2  # epochs per trial of the driver-kill sweep: the last has a checkpoint before its final evaluation
+
+
+def _runs_now(spec) -> list:
+    """The sweep's trial runs so far (none before the driver created the experiment)."""
     try:
-        deadline = time.time() + 240
-        while time.time() < deadline and len(checkpointed_trials(experiment)) < 2:
-            assert driver.poll() is None, (tmp_path / "driver-1.log").read_text()[-3000:]
-            time.sleep(0.5)
-        had_checkpoint = checkpointed_trials(experiment)
-        assert len(had_checkpoint) >= 2, "no trial checkpointed within 240 s"
+        return trial_runs(spec.tracking_uri(), spec.experiment_name())
+    except AssertionError:  # no experiment yet
+        return []
+
+
+def _during_first_epoch(spec) -> bool:
+    """A trial's run exists and no epoch is logged yet: the first trial is in its first epoch."""
+    runs = _runs_now(spec)
+    return bool(runs) and all(not epoch_steps(spec.tracking_uri(), r.info.run_id) for r in runs)
+
+
+def _between_trials(spec) -> bool:
+    """A trial's run has just ended FINISHED (trials run one at a time) and the next is not training."""
+    runs = _runs_now(spec)
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    training = [r for r in runs if r.info.status == "RUNNING" and epoch_steps(spec.tracking_uri(), r.info.run_id)]
+    return bool(finished) and len(runs) < 3 and not training
+
+
+def _during_last_evaluation(spec) -> bool:
+    """The last trial logged its last epoch and is still RUNNING: its final evaluation is under way."""
+    runs = _runs_now(spec)
+    last = [r for r in runs if r.info.status == "RUNNING"]
+    return len(runs) == 3 and len(last) == 1 and MOMENT_EPOCHS - 1 in epoch_steps(spec.tracking_uri(), last[0].info.run_id)
+
+
+def _kill_driver_when(moment, spec, path, address: str, log: Path, resume: bool) -> None:
+    """Start ``haloae sweep`` (``--resume``), SIGKILL it as soon as ``moment(spec)`` holds."""
+    command = [*HALOAE, "sweep", str(path), "--address", address, *(["--resume"] if resume else [])]
+    with open(log, "w") as out:
+        driver = subprocess.Popen(command, env=env(), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 180
+        while not moment(spec):
+            assert driver.poll() is None, f"the driver ended before {moment.__name__}: {log.read_text()[-3000:]}"
+            assert time.time() < deadline, f"no {moment.__name__} within 180 s: {log.read_text()[-3000:]}"
+            time.sleep(0.2)
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait()
-    running_before = [r for r in trial_runs(spec.tracking_uri(), spec.experiment_name()) if r.info.status == "RUNNING"]
-    assert running_before, "the kill should have left RUNNING runs behind"
+        print("TIMING", moment.__name__, time.time(), flush=True)
 
-    runs = _resume_to_the_end(path, ray_head, spec, 4)
-    for run in runs:
-        steps = epoch_steps(spec.tracking_uri(), run.info.run_id)
-        assert set(steps) == set(range(8)), steps
-        if run.data.tags["trial_id"] in had_checkpoint:
-            # resumed from its checkpoint: epoch 0 was trained once, not again after the kill
-            assert steps.count(0) == 1, f"{run.data.tags['trial_id']} restarted from epoch 0: {steps}"
+
+def _ray_processes(port: int) -> list[str]:
+    """Live processes (``pid command``) of the Ray cluster whose GCS listens on ``port``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
+        except (OSError, IndexError):  # gone meanwhile, or not a process folder
+            continue
+        if f":{port}" in cmdline and state != "Z":
+            found.append(f"{proc.name} {cmdline[:120]}")
+    return found
+
+
+def test_driver_sigkilled_at_three_moments_then_resumed_finishes_every_trial_once(tmp_path):
+    """SIGKILL the driver during the first trial's first epoch, between trials, and during the last
+    trial's final evaluation, ``--resume`` after each: every trial's run ends FINISHED once, no run
+    stays RUNNING, no epoch is logged twice, and no Ray process outlives the cluster."""
+    print("TIMING start", time.time(), flush=True)
+    head, address = start_ray_head(tmp_path / "ray-head.log")
+    print("TIMING head", time.time(), flush=True)
+    port = int(address.rpartition(":")[2])
+    try:
+        path = tiny_spec(
+            tmp_path, "killed",
+            search={"algorithm": "grid", "space": {"optim.lr": {"grid": [1e-3, 2e-3, 5e-3]}}},
+            objective={"metric": "val/image_auroc", "mode": "max", "aggregate": "per_category"},
+            data={"synthetic": {"categories": ["synth_disc"], "size": 32, "seed": 0}, "categories": "all"},
+            overrides={"train.epochs": MOMENT_EPOCHS, "train.steps_per_epoch": 1},
+            resources={"cpu": 1}, max_concurrent_trials=1,
+        )
+        spec = load_spec(path)
+        moments = (_during_first_epoch, _between_trials, _during_last_evaluation)
+        for i, moment in enumerate(moments):
+            _kill_driver_when(moment, spec, path, address, tmp_path / f"driver-{i}.log", resume=i > 0)
+        experiment = Path(spec.sweep_dir()) / "ray"
+        last_trial = max(_runs_now(spec), key=lambda r: r.info.start_time).data.tags["trial_id"]
+        assert last_trial in checkpointed_trials(experiment), "the last kill came before the last trial's checkpoint was recorded"
+        print("TIMING resume", time.time(), flush=True)
+        runs = _resume_to_the_end(path, address, spec, 3)
+        print("TIMING resumed", time.time(), flush=True)
+        # the last trial went on from its checkpoint: fewer reports since that restore than epochs
+        assert _last_results(experiment)[last_trial]["iterations_since_restore"] < MOMENT_EPOCHS
+        uri = spec.tracking_uri()
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(uri)
+        for run in runs:
+            for key in run.data.metrics:
+                steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+                assert len(steps) == len(set(steps)), f"{run.info.run_name}: {key} logged twice at a step: {sorted(steps)}"
+            assert set(epoch_steps(uri, run.info.run_id)) == set(range(MOMENT_EPOCHS))
+        assert _parent_status(uri, spec.experiment_name()) == "FINISHED"
+    finally:
+        stop(head)
+    print("TIMING stopped", time.time(), flush=True)
+    deadline = time.time() + 30
+    while _ray_processes(port) and time.time() < deadline:
+        time.sleep(1)
+    assert not _ray_processes(port), f"Ray processes outlived the cluster: {_ray_processes(port)}"
 
 
 def _parent_status(tracking_uri: str, experiment: str) -> str:

@@ -24,7 +24,7 @@ def fresh_ray():
 def test_smoke_sweep_runs_to_completion_with_mlflow_records(tmp_path, fresh_ray):
     from sweeps.runner import run_sweep
 
-    spec = load_spec("sweeps/smoke.yaml", [f"storage={tmp_path / 'sweeps'}"])
+    spec = load_spec("sweeps/smoke.yaml", [f"storage={tmp_path / 'sweeps'}", "seeds=[0]"])  # the demo's 4 trials of one seed
     outcome = run_sweep(spec)
     assert not outcome.failed, outcome.summary()
     assert all(t.status == "TERMINATED" for t in outcome.trials)
@@ -45,6 +45,7 @@ def test_smoke_sweep_runs_to_completion_with_mlflow_records(tmp_path, fresh_ray)
 
         assert set(HaloAEConfig().flatten()) <= set(run.data.params), "params are not the flattened config"
         assert run.data.params["variant"] == tags["variant"] and run.data.params["train.seed"] == tags["seed"]
+        assert run.data.params["train.precision"] == "fp32"  # auto on the CPU: the applied value is recorded
         assert epoch_steps(spec.tracking_uri(), run.info.run_id) == list(range(spec.epochs()))
         paths = artifact_paths(spec.tracking_uri(), run.info.run_id)
         for expected in ("config.json", "metrics.json", "alpha_schedule.png", "checkpoint/best.pt"):
@@ -98,7 +99,7 @@ def test_trial_that_raises_ends_failed_with_its_reason_others_finish(tmp_path, f
     assert "FAILED" in outcome.summary()
 
 
-def test_optuna_sweep_persists_its_study_and_resume_continues_it(tmp_path, fresh_ray):
+def test_optuna_sweep_persists_its_study_and_resume_continues_it(tmp_path, fresh_ray, capfd):
     import optuna
 
     from sweeps.runner import run_sweep
@@ -114,6 +115,9 @@ def test_optuna_sweep_persists_its_study_and_resume_continues_it(tmp_path, fresh
     spec = load_spec(path)
     outcome = run_sweep(spec)
     assert len(outcome.trials) == 3 and not outcome.failed, outcome.summary()
+    shown = capfd.readouterr()  # the progress table (sweeps.reporting) and what Ray logged around it
+    assert "alpha cls c/d" in shown.out and "| 2/2 " in shown.out and "loss.alpha.cls.c" not in shown.out
+    assert "snapshotting" not in shown.out + shown.err and "Checkpoint successfully created" not in shown.out + shown.err
     storage = f"sqlite:///{spec.sweep_dir()}/optuna.db"
     study = optuna.load_study(study_name=spec.name, storage=storage)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -124,6 +128,11 @@ def test_optuna_sweep_persists_its_study_and_resume_continues_it(tmp_path, fresh
     assert len(runs) == 3 * 2 and not duplicates(runs)
     sampled = {round(t.params["loss.alpha.cls.c"], 6) for t in done}
     assert {round(float(r.data.params["loss.alpha.cls.c"]), 6) for r in runs} == sampled
+    # each Optuna trial names its Tune trial and its MLflow child runs (one per category)
+    by_trial: dict[str, set[str]] = {}
+    for run in runs:
+        by_trial.setdefault(run.data.tags["trial_id"], set()).add(run.info.run_id)
+    assert {t.user_attrs["tune_trial_id"]: set(t.user_attrs["mlflow_run_ids"]) for t in done} == by_trial
 
     # resuming a finished sweep continues the same study: nothing is rerun or duplicated
     ray.shutdown()

@@ -39,7 +39,7 @@ def test_smoke_param_space():
     assert space == {
         "variant": tune.grid_search(["attention_halo", "attention_none"]),
         "category": tune.grid_search(["synth_disc", "synth_brick"]),
-        "seed": 0,  # one value: a constant
+        "seed": tune.grid_search([0, 1, 2]),
     }
 
 

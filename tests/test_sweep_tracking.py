@@ -55,3 +55,134 @@ def test_sweep_with_unreachable_tracking_uri_fails_fast_and_writes_nothing(tmp_p
     assert len(lines) == 1 and "mlflow.tracking_uri" in lines[0] and "does not answer" in lines[0], result.stderr
     assert time.monotonic() - started < 15
     assert not (tmp_path / "sweeps").exists()
+
+
+# ---------------------------------------------------------------------- one truth in MLflow
+def _store(tmp_path):
+    from sweeps import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = tracking.ensure_parent_run(uri, "exp", "one-truth", "0" * 64, None, ["variant"])
+    return uri, parent
+
+
+def _out(folder):
+    folder.mkdir(parents=True, exist_ok=True)  # a unit's run folder, as haloae.train leaves it
+    return folder
+
+
+def _unit(uri, parent, trial_id, variant, category, seed, **kwargs):
+    from haloae.config import HaloAEConfig
+    from sweeps.tracking import TrialRun
+
+    cfg = HaloAEConfig.from_overrides("tiny", {"train.seed": seed}, variant=variant)
+    return TrialRun(uri, "exp", parent, "one-truth", trial_id, category, seed, cfg, "/data", **kwargs), cfg
+
+
+def test_latest_val_is_the_best_checkpoints_and_epochs_are_curves(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri, parent = _store(tmp_path)
+    run, cfg = _unit(uri, parent, "abc_00000", "haloae", "synth_disc", 0)
+    for epoch, auroc in enumerate([0.6, 0.9, 0.7]):  # the best epoch (1) is not the last
+        run.log_epoch(epoch, {"train/loss": 1.0 / (epoch + 1), "val/image_auroc": auroc, "val/afm/image_auroc": auroc, "epoch": epoch})
+    final = {"val/image_auroc": 0.9, "val/afm/image_auroc": 0.9, "test/image_auroc": 0.8, "best_epoch": 1}
+    run.finish(final, _out(tmp_path / "out"), cfg)
+    client = MlflowClient(uri)
+    logged = client.get_run(run.run_id)
+    assert logged.data.metrics["val/image_auroc"] == 0.9 and logged.data.metrics["val/afm/image_auroc"] == 0.9  # old code: 0.7
+    assert [(m.step, m.value) for m in client.get_metric_history(run.run_id, "val/image_auroc")] == [(1, 0.9)]
+    curve = sorted((m.step, m.value) for m in client.get_metric_history(run.run_id, "curve/val/image_auroc"))
+    assert curve == [(0, 0.6), (1, 0.9), (2, 0.7)]
+    assert len(client.get_metric_history(run.run_id, "test/image_auroc")) == 1
+    assert [m.step for m in client.get_metric_history(run.run_id, "train/loss")] == [0, 1, 2]
+
+
+def test_a_restarted_trial_logs_no_epoch_its_killed_attempt_already_logged(tmp_path):
+    """The driver SIGKILLed after epoch 1 was logged but before Tune recorded its checkpoint: the
+    trial restarts from epoch 0's checkpoint and trains epoch 1 again; MLflow keeps each step once."""
+    from mlflow.tracking import MlflowClient
+
+    uri, parent = _store(tmp_path)
+    first, cfg = _unit(uri, parent, "abc_00000", "haloae", "synth_disc", 0)
+    for epoch in (0, 1):
+        first.log_epoch(epoch, {"train/loss": 1.0 / (epoch + 1), "val/image_auroc": 0.5, "epoch": epoch})
+    again, _ = _unit(uri, parent, "abc_00000", "haloae", "synth_disc", 0)  # the restarted attempt finds the run
+    assert again.run_id == first.run_id
+    for epoch in (1, 2):
+        again.log_epoch(epoch, {"train/loss": 1.0 / (epoch + 1), "val/image_auroc": 0.5, "epoch": epoch})
+    again.finish({"val/image_auroc": 0.5, "test/image_auroc": 0.8, "best_epoch": 2}, _out(tmp_path / "out"), cfg)
+    client = MlflowClient(uri)
+    for key in ("train/loss", "curve/val/image_auroc", "epoch"):
+        assert sorted(m.step for m in client.get_metric_history(first.run_id, key)) == [0, 1, 2], key  # old code: [0, 1, 1, 2]
+    assert client.get_run(first.run_id).info.status == "FINISHED"
+
+
+def test_child_runs_are_named_by_variant_category_seed_with_those_as_params(tmp_path):
+    from sweeps.tracking import run_name
+
+    assert run_name("haloae", "synth_disc", 0) == "haloae/synth_disc/s0"
+    assert run_name("haloae", "synth_disc", 1, "d9fea_00012", several=True) == "haloae/synth_disc/s1-t12"
+    assert run_name("haloae", "synth_disc", 1, "d9fea_00012", several=False, stage="confirm") == "haloae/synth_disc/s1-confirm"
+    uri, parent = _store(tmp_path)
+    run, _ = _unit(uri, parent, "abc_00003", "equal_weights", "synth_brick", 2, name="equal_weights/synth_brick/s2")
+    logged = run.mlf.get_run(run.run_id)
+    assert logged.info.run_name == "equal_weights/synth_brick/s2"
+    params = logged.data.params
+    assert (params["variant"], params["category"], params["seed"], params["train.seed"]) == ("equal_weights", "synth_brick", "2", "2")
+
+
+def test_several_configurations_per_variant_get_the_trial_index(tmp_path):
+    from sweeps.loading import load_spec
+    from sweeps.trainable import several_configurations
+
+    assert not several_configurations(load_spec(tiny_spec(tmp_path, "plain", variants=["haloae", "equal_weights"], seeds=[0, 1])))
+    grid = tiny_spec(tmp_path, "grid", search={"algorithm": "grid", "space": {"optim.lr": {"grid": [1e-3, 1e-2]}}})
+    assert several_configurations(load_spec(grid))
+
+
+def test_parent_run_holds_per_variant_means_of_finished_runs_recomputed_on_resume(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from sweeps import tracking
+
+    uri, parent = _store(tmp_path)
+    values = {("haloae", 0): 0.8, ("haloae", 1): 0.6, ("equal_weights", 0): 0.5}
+    for i, ((variant, seed), auroc) in enumerate(values.items()):
+        run, cfg = _unit(uri, parent, f"abc_0000{i}", variant, "synth_disc", seed)
+        run.finish({"val/image_auroc": auroc, "test/image_auroc": auroc - 0.1, "test/defect/x/image_auroc": 0.1, "best_epoch": 0},
+                   _out(tmp_path / f"out{i}"), cfg)  # fmt: skip
+    failed, _ = _unit(uri, parent, "abc_00009", "haloae", "synth_disc", 5)
+    failed.log_epoch(0, {"val/image_auroc": 0.0})
+    failed.fail("FloatingPointError: nan")
+    tracking.finish_parent_run(uri, parent, failed=1)
+    metrics = MlflowClient(uri).get_run(parent).data.metrics
+    assert metrics["mean/haloae/val/image_auroc"] == pytest.approx(0.7)
+    assert metrics["mean/haloae/test/image_auroc"] == pytest.approx(0.6)
+    assert metrics["mean/equal_weights/val/image_auroc"] == pytest.approx(0.5)
+    assert metrics["runs/haloae"] == 2 and metrics["runs/equal_weights"] == 1
+    assert not any("defect" in k for k in metrics), "headline metrics only"
+
+    # resumed: another run of equal_weights finishes, the means follow
+    tracking.ensure_parent_run(uri, "exp", "one-truth", "0" * 64, None, ["variant"])
+    run, cfg = _unit(uri, parent, "abc_00005", "equal_weights", "synth_disc", 1)
+    run.finish({"val/image_auroc": 0.7, "test/image_auroc": 0.6, "best_epoch": 0}, _out(tmp_path / "out5"), cfg)
+    tracking.finish_parent_run(uri, parent, failed=0)
+    metrics = MlflowClient(uri).get_run(parent).data.metrics
+    assert metrics["mean/equal_weights/val/image_auroc"] == pytest.approx(0.6) and metrics["runs/equal_weights"] == 2
+
+
+def test_runs_page_link_opens_the_model_training_view_in_the_sweeps_stored_view(tmp_path):
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.ui_view import runs_page
+
+    assert runs_page("http://127.0.0.1:5000/", "7") == "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+    assert runs_page("http://h:5000", "7", "s1").endswith("/#/experiments/7/runs?workflowType=machine_learning&viewStateShareKey=haloae-s1")
+    uri, parent = _store(tmp_path)
+    client = MlflowClient(uri)
+    state = json.loads(client.get_experiment_by_name("exp").tags["mlflow.sharedViewState.haloae-one-truth"])
+    assert state["runsExpanded"] == {parent: True} and state["orderByKey"] == "metrics.`val/image_auroc`"
+    assert {"params.`variant`", "params.`category`", "params.`seed`", "metrics.`test/image_auroc`"} <= set(state["selectedColumns"])

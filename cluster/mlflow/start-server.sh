@@ -25,8 +25,9 @@
 #             MLFLOW_WORKERS (4), MLFLOW_CORS_ALLOWED_ORIGINS, MLFLOW_S3_ENDPOINT_URL (MinIO),
 #             AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or an instance role),
 #             MLFLOW_SERVER_STATE_DIR (where the generated auth config goes),
-#             MLFLOW_AUTH_CACHE_TTL_SECONDS (0: basic auth re-hashes the password on every request;
-#             e.g. 60 caches a checked credential that long, for request-heavy sweeps).
+#             MLFLOW_AUTH_CACHE_TTL_SECONDS (60: a checked credential is cached per worker that
+#             long; 0 re-hashes the password on every request, which at 64 concurrent trials on
+#             2 cores lost 10% of the values to timeouts: bench/tracking_load.py).
 set -euo pipefail
 
 die() { echo "start-server.sh: $*" >&2; exit 2; }
@@ -103,9 +104,10 @@ database_uri = ${MLFLOW_AUTH_DATABASE_URI:-$MLFLOW_BACKEND_STORE_URI}
 admin_username = ${MLFLOW_AUTH_ADMIN_USERNAME:-admin}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
 # Basic auth hashes the password (PBKDF2) on every request: most of the server's CPU under many
-# trials (bench/tracking_load.py). A TTL > 0 caches a checked credential per worker for that long
-# (a changed password then still works on other workers until it expires).
-auth_cache_ttl_seconds = ${MLFLOW_AUTH_CACHE_TTL_SECONDS:-0}
+# trials (bench/tracking_load.py). The TTL caches a checked credential per worker for that long
+# (keyed by an HMAC, never the password; the worker that changes a password drops it at once,
+# the other workers when the TTL expires). 0 turns the cache off.
+auth_cache_ttl_seconds = ${MLFLOW_AUTH_CACHE_TTL_SECONDS:-60}
 INI
   )
 fi

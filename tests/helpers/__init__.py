@@ -6,4 +6,5 @@
                      and the tables' statistics computed by hand from it
     crafted          crafted and damaged files for the loaders' tests
     tracking_server  a throwaway PostgreSQL database and an MLflow server on a loopback port
+    sockets          the listening TCP sockets of a process tree (ss), loopback or not
 """

@@ -170,7 +170,7 @@ def measure(store: str, k: int, epochs: int, folder: Path, server_workers: int) 
         wall = time.perf_counter() - start
         for p in procs:
             p.join()
-        cfg_params = len(HaloAEConfig.from_overrides("tiny").flatten())
+        cfg_params = len(tracking.run_params(HaloAEConfig.from_overrides("tiny"), "synth", 0))
         with contextlib.closing(connect()) as db:
             lost, expected = read_back(db, artifact_root, k, epochs, cfg_params)
     calls = [c for _, writer_calls in results for c in writer_calls]

@@ -104,7 +104,15 @@ def fit_scorer(
             fm_maps.append(fm_error_map(out.fm, out.fm_hat).cpu())
         if out.im_hat is not None:
             im_maps.append(im_error_map(x, out.im_hat).cpu())
-    scorer.fit(torch.cat(fm_maps) if fm_maps else None, torch.cat(im_maps) if im_maps else None)
+    fitted = {"fm": torch.cat(fm_maps) if fm_maps else None, "im": torch.cat(im_maps) if im_maps else None}
+    for name, maps in fitted.items():
+        bad = 0 if maps is None else int((~torch.isfinite(maps.flatten(1))).any(dim=1).sum())
+        if bad:  # NaN would leave the scorer unfitted and every normalised scoring failing to score
+            raise NonFiniteScoreError(
+                f"train/good: {bad} of {len(maps)} images have a non-finite {name} anomaly map "
+                "(NaN or inf: corrupted or diverged weights)"
+            )
+    scorer.fit(fitted["fm"], fitted["im"])
 
 
 def evaluate(
@@ -192,9 +200,9 @@ class EpochValidation:
     ``eval.epoch_metrics=objective``: the normalisation map from a fixed subset of the train/good
     images (``eval.epoch_norm_images``), then validation scored as ``epoch_plan`` says; ``full``:
     every scoring and metric of ``evaluate`` (before issue 15; with ``eval.epoch_norm_images=0``,
-    exactly that loop). An objective that the plan misses (a per-defect AUROC of another scoring)
-    turns the run to ``full``, so any objective ``evaluate`` reports can choose best.pt. Backbone
-    features of both image sets are computed once per run.
+    exactly that loop). An objective the plan does not produce (misspelt, or one the model has no
+    scoring for) turns the run to ``full``: the caller's error then lists every metric the run
+    reports. Backbone features of both image sets are computed once per run.
     """
 
     def __init__(self, model: HaloAE, scorer: AnomalyScorer, data: CategoryData, device, batch_size: int, objective: str):

@@ -214,6 +214,11 @@ def run_name(variant: str, category: str, seed: int, trial_id: str = "", several
     return f"{name}-{stage}" if stage else name
 
 
+def run_params(cfg: HaloAEConfig, category: str, seed: int) -> list[Param]:
+    """A child run's params: the flattened config, plus category and seed (the UI's axes)."""
+    return _params(cfg) + [Param(TAG_CATEGORY, category), Param(TAG_SEED, str(seed))]
+
+
 def _params(cfg: HaloAEConfig) -> list[Param]:
     flat = cfg.flatten()
     out = []
@@ -275,7 +280,7 @@ class TrialRun:
             run = self.mlf.create_run(exp_id, tags=tags, run_name=name or run_name(cfg.variant, category, seed, stage=stage))
             self.run_id = run.info.run_id
             # params are immutable in MLflow: logged once, at creation (in batches of 100)
-            params = _params(cfg) + [Param(TAG_CATEGORY, category), Param(TAG_SEED, str(seed))]
+            params = run_params(cfg, category, seed)
             for i in range(0, len(params), 100):
                 self.mlf.log_batch(self.run_id, params=params[i : i + 100])
 

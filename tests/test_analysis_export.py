@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -35,6 +36,7 @@ from haloae.cli import main
 from haloae.evaluation import evaluate
 from haloae.scoring import DEFAULT_SCORING
 from tests.helpers.analysis import real_sweep
+from tests.helpers.sockets import descendants, listening
 
 CATEGORY = "synth_disc"
 MODEL = f"haloae-{CATEGORY}"
@@ -151,6 +153,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _readme_serve_command(model_uri: str, port: int) -> list[str]:
+    """The README's ``mlflow models serve`` command, for this model and port."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (line,) = [ln for ln in readme.splitlines() if ln.strip().startswith("mlflow models serve")]
+    words = shlex.split(line)
+    words = words[: next((i for i, w in enumerate(words) if w in ("&", "&&", ";", "|")), len(words))]  # the shell's part
+    for flag, value in (("-m", model_uri), ("-p", str(port))):
+        words[words.index(flag) + 1] = value
+    return words
+
+
+def test_the_readme_serve_command_binds_loopback_whatever_mlflow_host_says():
+    """MLflow's ``--host`` wins over ``MLFLOW_HOST``: the README's command names 127.0.0.1 itself."""
+    words = _readme_serve_command(URI, 5001)
+    hosts = [value for flag, value in zip(words, words[1:], strict=False) if flag in ("-h", "--host")]
+    assert hosts == ["127.0.0.1"], f"README: {' '.join(words)} names no -h 127.0.0.1"
+
+
 @pytest.mark.slow
 def test_served_champion_answers_http_with_the_bundles_scores(sweep):
     logged, bundle, _ = sweep
@@ -158,9 +178,12 @@ def test_served_champion_answers_http_with_the_bundles_scores(sweep):
     expected = load_bundle(bundle).predict(images).scores.numpy()
     port = _free_port()
     bin_dir = str(Path(sys.executable).parent)  # `mlflow models serve` execs uvicorn from PATH
+    # MLFLOW_HOST=0.0.0.0: a shell that sourced cluster/mlflow/mlflow.env (the tracking server's
+    # settings) has it, and `mlflow models serve` reads it: the README's command must still stay on loopback
     env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "MLFLOW_TRACKING_URI": logged.tracking_uri,
-           "MLFLOW_DISABLE_TELEMETRY": "true"}  # fmt: skip
-    command = [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", URI, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+           "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_HOST": "0.0.0.0"}  # fmt: skip
+    command = _readme_serve_command(URI, port)
+    command[0] = str(Path(bin_dir) / "mlflow")
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
@@ -172,6 +195,8 @@ def test_served_champion_answers_http_with_the_bundles_scores(sweep):
                 assert server.poll() is None, server.stderr.read().decode()[-2000:]
                 assert time.monotonic() < deadline, "the model server did not answer /ping within 90 s"
                 time.sleep(0.5)
+        sockets = listening(descendants(server.pid))
+        assert sockets and all(s.loopback for s in sockets), f"the model server listens beyond loopback: {sorted(sockets, key=str)}"
         rows = [[_base64(p)] for p in images]
         body = json.dumps({"dataframe_split": {"columns": ["image"], "data": rows}}).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"})

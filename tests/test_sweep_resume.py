@@ -3,7 +3,9 @@
 
 Ray runs as its own process (``ray start --head --block``), as on a cluster: a SIGKILLed driver
 that had started Ray itself would leave raylets behind (ray-optuna-mlflow-notes.md). Every
-process the test starts is stopped by its pid.
+process the test starts is stopped by its pid. The driver is SIGKILLed at three moments of one
+sweep (the first trial's first epoch, between trials, the last trial's final evaluation), each
+followed by ``--resume``; SIGTERM stops it with runs ended KILLED.
 """
 
 from __future__ import annotations
@@ -155,7 +157,6 @@ def _kill_driver_when(moment, spec, path, address: str, log: Path, resume: bool)
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait()
-        print("TIMING", moment.__name__, time.time(), flush=True)
 
 
 def _ray_processes(port: int) -> list[str]:
@@ -176,9 +177,7 @@ def test_driver_sigkilled_at_three_moments_then_resumed_finishes_every_trial_onc
     """SIGKILL the driver during the first trial's first epoch, between trials, and during the last
     trial's final evaluation, ``--resume`` after each: every trial's run ends FINISHED once, no run
     stays RUNNING, no epoch is logged twice, and no Ray process outlives the cluster."""
-    print("TIMING start", time.time(), flush=True)
     head, address = start_ray_head(tmp_path / "ray-head.log")
-    print("TIMING head", time.time(), flush=True)
     port = int(address.rpartition(":")[2])
     try:
         path = tiny_spec(
@@ -196,9 +195,7 @@ def test_driver_sigkilled_at_three_moments_then_resumed_finishes_every_trial_onc
         experiment = Path(spec.sweep_dir()) / "ray"
         last_trial = max(_runs_now(spec), key=lambda r: r.info.start_time).data.tags["trial_id"]
         assert last_trial in checkpointed_trials(experiment), "the last kill came before the last trial's checkpoint was recorded"
-        print("TIMING resume", time.time(), flush=True)
         runs = _resume_to_the_end(path, address, spec, 3)
-        print("TIMING resumed", time.time(), flush=True)
         # the last trial went on from its checkpoint: fewer reports since that restore than epochs
         assert _last_results(experiment)[last_trial]["iterations_since_restore"] < MOMENT_EPOCHS
         uri = spec.tracking_uri()
@@ -213,7 +210,6 @@ def test_driver_sigkilled_at_three_moments_then_resumed_finishes_every_trial_onc
         assert _parent_status(uri, spec.experiment_name()) == "FINISHED"
     finally:
         stop(head)
-    print("TIMING stopped", time.time(), flush=True)
     deadline = time.time() + 30
     while _ray_processes(port) and time.time() < deadline:
         time.sleep(1)

@@ -27,7 +27,7 @@ from tests.helpers.sweeps import tiny_spec, trial_runs
 from tests.helpers.tracking_server import free_port, http_status, stop_group
 
 ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.slow  # a real sweep, an MLflow server and Chromium
+pytestmark = [pytest.mark.slow, pytest.mark.soak]  # a real sweep, an MLflow server and Chromium
 
 EPOCHS = 4
 LR = 3e-3  # a fast rate: validation AUROC wanders, so best epochs before the last one occur (checked below)

@@ -18,7 +18,7 @@ from haloae.model import HaloAE, HaloAEOutput
 from haloae.precision import applied_precision, autocast_for, with_applied_precision
 from haloae.vocab import BEST_FILE
 
-BOTTLE = Path("/work/shared/data/mvtec_ad/bottle/train/good")
+BOTTLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mvtec_ad" / "bottle" / "train" / "good"
 
 
 @pytest.fixture(scope="module")

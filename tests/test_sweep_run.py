@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sweeps.loading import load_spec
+from tests.helpers.sockets import descendants
 from tests.helpers.sweeps import artifact_paths, duplicates, epoch_steps, tiny_spec, trial_runs
 
 ray = pytest.importorskip("ray")
@@ -176,19 +177,6 @@ def test_max_concurrent_trials_holds_for_a_grid_sweep(tmp_path, fresh_ray):
     assert first.info.end_time <= second.info.start_time, "the two trials overlapped"
 
 
-def _descendants(pid: int) -> set[int]:
-    import subprocess
-
-    found, todo = {pid}, [pid]
-    while todo:
-        children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(todo.pop())], capture_output=True, text=True).stdout
-        for child in map(int, children.split()):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
 def _listening(pids: set[int]) -> set[str]:
     """Local addresses of the TCP sockets ``pids`` listen on (``ss -ltnp``)."""
     import re
@@ -215,7 +203,7 @@ def test_the_ray_a_sweep_starts_listens_on_loopback_only(tmp_path):
     sockets: set[str] = set()
     try:
         while driver.poll() is None:
-            sockets |= _listening(_descendants(driver.pid))
+            sockets |= _listening(descendants(driver.pid))
             time.sleep(1)
     finally:
         if driver.poll() is None:

@@ -109,6 +109,9 @@ QUIET_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "RAY_AIR_NEW_OUTPUT": "0",  # Ray's classic progress table (CLIReporter)
+    # Tune snapshots the experiment state whenever a trial has saved num_to_keep checkpoints since the
+    # last one; short test and smoke epochs do that within 5 s, and Tune then warns on every snapshot
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
 }
 
 # ---------------------------------------------------------------------- files a run leaves

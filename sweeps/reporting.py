@@ -118,5 +118,8 @@ def progress_reporter(spec: SweepSpec):
         parameter_columns=column_names(keys),
         max_report_frequency=REPORT_EVERY_S,
         max_column_length=MAX_COLUMN,
+        # the table on every report: Tune's default reads the process-wide verbosity when the reporter
+        # is built, which an earlier Tuner.fit(verbose=1) in the same process has lowered
+        print_intermediate_tables=True,
         sort_by_metric=True,  # by TuneConfig's metric and mode
     )

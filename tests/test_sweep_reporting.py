@@ -8,7 +8,7 @@ from sweeps.reporting import EPOCH_COLUMN, TrialRow, alpha_groups, column_names,
 
 tune = pytest.importorskip("ray.tune")
 from ray.tune.experiment import Trial  # noqa: E402
-from ray.tune.progress_reporter import _best_trial_str, _trial_progress_table  # noqa: E402
+from ray.tune.progress_reporter import _best_trial_str, _trial_progress_str, _trial_progress_table  # noqa: E402
 
 ALPHA_KEYS = [f"loss.alpha.{term}.{p}" for term in ("cls", "fm", "im") for p in "abcd"]
 
@@ -71,3 +71,29 @@ def test_a_searched_epoch_budget_is_each_trials_own(tmp_path):
                      {"epoch": 1, "val/image_auroc": 0.5, "train/loss": 1.0}) for i, n in enumerate((2, 4))]  # fmt: skip
     table = _table(trials, reporter, spec.epochs())
     assert "| 2/2 " in table and "| 2/4 " in table and " epochs |" in table
+
+
+def test_the_table_is_drawn_after_an_earlier_fit_lowered_tunes_verbosity(tmp_path):
+    """Tuner.fit(verbose=1) sets Tune's process-wide verbosity; a reporter built after it (the next
+    sweep of a driver, or of a test session) drew "Number of trials" and no table before."""
+    from ray.tune.utils import log as tune_log
+
+    from sweeps.loading import load_spec
+    from tests.helpers.sweeps import tiny_spec
+
+    spec = load_spec(tiny_spec(tmp_path, "again", search={"algorithm": "grid", "space": {"train.epochs": {"grid": [2]}}}))
+    before = tune_log.verbosity
+    tune_log.set_verbosity(1)
+    try:
+        reporter = progress_reporter(spec)
+        trial = _trial(0, {"variant": "haloae", "category": "synth_disc", "seed": 0, "train.epochs": 2},
+                       {"epoch": 1, "val/image_auroc": 0.5, "train/loss": 1.0})  # fmt: skip
+        # what CLIReporter._progress_str draws below its header (that header needs a started sweep)
+        row = TrialRow(trial, spec.epochs(), reporter.groups)
+        row.local_experiment_path = str(tmp_path)  # a stub trial has no storage
+        shown = _trial_progress_str([row], reporter._metric_columns,
+                                    reporter._parameter_columns, force_table=reporter._print_intermediate_tables,
+                                    max_column_length=reporter._max_column_length, done=False)  # fmt: skip
+    finally:
+        tune_log.set_verbosity(before)
+    assert "Number of trials: 1" in shown and "| 2/2 " in shown and "| epoch " in shown, shown

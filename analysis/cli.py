@@ -63,7 +63,7 @@ def _where(ctx, param, value):
 
 FORMATS = ("md", "latex", "csv", "html")
 SPLITS = (TEST, VAL)
-TABLE_CHOICES = ("all", "table2", "table3", "table4", "tableS1", "pivot")
+TABLE_CHOICES = ("all", "table2", "table3", "table4", "tableS1", "pivot", "leak")
 
 SWEEP = click.option("--sweep", required=True, help="Sweep name (its MLflow parent run's `sweep` tag).")
 TRACKING = click.option("--tracking-uri", default=None, help=f"MLflow tracking URI (default: --storage, ${ENV_TRACKING_URI}, {DEFAULT_STORAGE}).")
@@ -91,7 +91,8 @@ def _runs(sweep, tracking_uri, storage, where, stage=None):
 @TRACKING
 @STORAGE
 @click.option("--table", "which", multiple=True, default=("all",), callback=_choice("--table", TABLE_CHOICES),
-              help="all | table2 | table3 | table4 | tableS1 | pivot (repeatable; all = 2, 3/4, S1, and pivot if --pivot).")  # fmt: skip
+              help="all | table2 | table3 | table4 | tableS1 | pivot | leak (repeatable; all = 2, 3/4, S1, pivot if --pivot, "
+                   "leak if the sweep ran eval.protocol: paper: honest beside LEAKY test numbers).")  # fmt: skip
 @click.option("--format", "fmt", default="md", show_default=True, callback=_choice("--format", FORMATS), help="md | latex | csv | html.")
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False), help="Write <out>/<table>.<ext> instead of printing.")
 @click.option("--paper", is_flag=True, help="Put the paper's reported numbers beside ours.")
@@ -111,14 +112,15 @@ def tables(sweep, tracking_uri, storage, which, fmt, out_dir, paper, split, pivo
 
     from analysis import render
     from analysis import tables as shapes
+    from analysis.leak import has_leaky
     from analysis.runs import finished
     from analysis.significance import sweep_statistics
     from haloae.vocab import STATISTICS_FILE
 
+    runs = _runs(sweep, tracking_uri, storage, where, stage)
     names = list(which)
     if "all" in names:
-        names = ["table2", "table3", "tableS1"] + (["pivot"] if pivot_knobs else [])
-    runs = _runs(sweep, tracking_uri, storage, where, stage)
+        names = ["table2", "table3", "tableS1"] + (["pivot"] if pivot_knobs else []) + (["leak"] if has_leaky(runs) else [])
     built = shapes.build(runs, names, split, paper, pivot_knobs, metric, tuple(m.strip() for m in cell_metrics.split(",") if m.strip()), reference, paired)
     if paper:
         _note_paper_matches(built)

@@ -129,6 +129,12 @@ def legend(metrics: Sequence[str], common_n: int, reference: str | None, line: s
     if floor >= alpha:
         out.append(f"With at most {most_pairs} pairs this test cannot reach p < {alpha:g} (smallest p = {floor:.3g}): "
                    "no difference can be significant; add seeds or categories.")  # fmt: skip
+    return out + mark_sentences(marks)
+
+
+def mark_sentences(marks: str) -> list[str]:
+    """The caption's sentences for the run marks that occur in ``marks`` (stopped, left out, failed)."""
+    out = []
     if STOPPED in marks:
         out.append(f"{STOPPED}: includes a run stopped early by the scheduler, evaluated at its best checkpoint (notes: the epoch).")
     if LEFT_OUT in marks or FAILED in marks:

@@ -104,12 +104,12 @@ class Style:
 
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
           "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}", "±": r"$\pm$", "–": "--", "†": r"\dag{}",
-          "‡": r"\ddag{}", "ρ": r"$\rho$", "τ": r"$\tau$", "≥": r"$\geq$", "<": r"$<$", ">": r"$>$"}  # fmt: skip
+          "‡": r"\ddag{}", "ρ": r"$\rho$", "τ": r"$\tau$", "Δ": r"$\Delta$", "≥": r"$\geq$", "<": r"$<$", ">": r"$>$"}  # fmt: skip
 _LATEX_MARKS = {"*": "*", "†": r"\dagger", "‡": r"\ddagger"}
 
 
 def _latex_escape(text: str) -> str:
-    return re.sub(r"[\\&%$#_{}~^±–†‡ρτ≥<>]", lambda m: _LATEX[m.group()], text)
+    return re.sub(r"[\\&%$#_{}~^±–†‡ρτΔ≥<>]", lambda m: _LATEX[m.group()], text)
 
 
 def _latex_mark(marks: str) -> str:

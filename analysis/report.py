@@ -2,7 +2,8 @@
 """``haloae report``: one self-contained HTML file of a sweep, for a paper or a colleague.
 
 Sections, in order: the runs (how many, which left out), the tables (``analysis.tables`` as
-``analysis.render`` writes HTML), their statistics (intervals, paired tests, who is best:
+``analysis.render`` writes HTML; with ``eval.protocol: paper``, ``analysis.leak``'s honest beside
+LEAKY numbers too), their statistics (intervals, paired tests, who is best:
 ``analysis.significance``), the figures (bars overall and per category with intervals, the
 critical-difference diagram, a two-knob heat map), does validation predict test
 (``analysis.val_test`` and its scatter), learning curves (``analysis.curves``), overlays of the best
@@ -83,11 +84,13 @@ def runs_section(runs: RunsFrame) -> Section:
 
 def tables_section(runs: RunsFrame, split: str, metric: str | None) -> Section:
     from analysis import render, tables
+    from analysis.leak import has_leaky
 
     def build() -> str:
         if finished(runs).empty:
             return note("No FINISHED run: no table.")
-        return "\n".join(render.html_table(t) for t in tables.build(runs, list(TABLES), split, False, None, metric))
+        names = list(TABLES) + (["leak"] if has_leaky(runs) else [])  # eval.protocol: paper: honest beside LEAKY
+        return "\n".join(render.html_table(t) for t in tables.build(runs, names, split, False, None, metric))
 
     return Section("tables", "Tables", _attempt(build))
 

@@ -29,7 +29,7 @@ from analysis.stats import (
     rank_rows,
     t_interval,
 )
-from analysis.tables import GROUP_LABELS, _groups, configurations, seed_means
+from analysis.tables import GROUP_LABELS, category_groups, configurations, seed_means
 from analysis.val_test import ValTestCorrelation, on_test_split, val_test_correlation
 from haloae.vocab import DEFAULT_OBJECTIVE, TAG_CATEGORY, TEST, metric_key
 
@@ -67,7 +67,7 @@ def sweep_statistics(runs: RunsFrame, split: str = TEST, metric: str | None = No
     reference = reference or configs[0]
     comparisons = compare_rows(done, metric, reference, configs, test=test, alpha=alpha)
     ranking = rank_rows(done, metric, configs, test=test, alpha=alpha)
-    groups = _groups(category_order(done[TAG_CATEGORY]))
+    groups = category_groups(category_order(done[TAG_CATEGORY]))
     intervals = {(config, group): t_interval(seed_means(done[done["config"] == config], metric, members)[1])
                  for config in configs for group, members in groups}  # fmt: skip
     common = max((i.n for i in intervals.values() if i is not None), default=0)

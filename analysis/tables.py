@@ -8,6 +8,7 @@ Shapes:
     table3/4     configurations x {Mean Text., Mean Obj., Mean}; cell = (image AUROC, pixel AUROC)
     tableS1      Table S1's scorings x categories (and the means), one table per configuration
     pivot        knob A x knob B, one metric averaged over every category
+    leak         configurations x groups, honest | LEAKY | Δ (``analysis.leak``): sweeps with eval.protocol: paper
 
 ``metrics`` chooses the cell's metrics (default image and pixel AUROC; ``aupro`` too). A
 *configuration* is one combination of the sweep's varied knobs (``frame.attrs["varied"]``; the
@@ -41,7 +42,7 @@ from analysis.stats import ALPHA, t_interval
 from haloae.dotted import hint
 from haloae.vocab import TAG_CATEGORY, TAG_SEED, TAG_VARIANT, TEST, VAL, metric_key
 
-TABLES = ("table2", "table3", "table4", "tableS1", "pivot")
+TABLES = ("table2", "table3", "table4", "tableS1", "pivot", "leak")
 SPLITS = (TEST, VAL)
 PAIR = ("image_auroc", "pixel_auroc")
 METRIC_LABELS = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO"}
@@ -128,7 +129,7 @@ def variant_label(name: str) -> str:
     return VARIANTS[name].label if name in VARIANTS else str(name)
 
 
-def _groups(categories: Sequence[str]) -> list[tuple[str, list[str]]]:
+def category_groups(categories: Sequence[str]) -> list[tuple[str, list[str]]]:
     """(group, its categories) for each group present, then ("all", every category)."""
     from analysis.runs import category_group
 
@@ -207,7 +208,7 @@ def table2(runs: RunsFrame, split: str = "test", with_paper: bool = False, metri
     everything, configs, variants = labelled(runs)  # every configuration, also one whose runs all failed
     done = finished(everything)
     categories = category_order(everything[TAG_CATEGORY])
-    groups = _groups(categories)
+    groups = category_groups(categories)
     keys = [metric_key(split, m) for m in metrics]
     reference = _reference(reference, [c for c in configs if c in set(done[ROW])])
     cells: dict[tuple[str, str], Cell] = {}
@@ -240,7 +241,7 @@ def table3(runs: RunsFrame, split: str = "test", with_paper: bool = False, name:
     _check(split, metrics)
     everything, configs, variants = labelled(runs)  # every configuration, also one whose runs all failed
     done = finished(everything)
-    groups = _groups(category_order(everything[TAG_CATEGORY]))
+    groups = category_groups(category_order(everything[TAG_CATEGORY]))
     keys = [metric_key(split, m) for m in metrics]
     reference = _reference(reference, [c for c in configs if c in set(done[ROW])])
     columns = [GROUP_LABELS[g] for g, _ in groups]
@@ -277,7 +278,7 @@ def table_s1(runs: RunsFrame, split: str = "test", with_paper: bool = False, met
     everything, _, _ = labelled(runs)
     done, configs, _ = configurations(runs)
     categories = category_order(everything[TAG_CATEGORY])
-    groups = _groups(categories)
+    groups = category_groups(categories)
     tables = []
     for config in configs:
         mine, all_mine = done[done[ROW] == config], everything[everything[ROW] == config]
@@ -355,7 +356,8 @@ def pivot(runs: RunsFrame, rows: str, columns: str, metric: str | None = None, s
 def build(runs: RunsFrame, which: Sequence[str], split: str = "test", with_paper: bool = False,
           pivot_knobs: tuple[str, str] | None = None, metric: str | None = None, metrics: Sequence[str] = PAIR,
           reference: str | None = None, test: str = "wilcoxon") -> list[Table]:  # fmt: skip
-    """The requested tables, in the order asked (``pivot`` needs ``pivot_knobs``)."""
+    """The requested tables, in the order asked (``pivot`` needs ``pivot_knobs``; ``leak`` a sweep
+    with leaky numbers, always on the test split)."""
     tables: list[Table] = []
     common = {"metrics": metrics, "reference": reference, "test": test}
     for name in which:
@@ -370,6 +372,10 @@ def build(runs: RunsFrame, which: Sequence[str], split: str = "test", with_paper
             if pivot_knobs is None:
                 raise SweepQueryError("pivot: give the two knobs, e.g. --pivot model.block_size,model.halo_size")
             tables.append(pivot(runs, *pivot_knobs, metric=metric, split=split, test=test))
+        elif name == "leak":
+            from analysis.leak import leak_table  # it builds on this module
+
+            tables.append(leak_table(runs, metrics))
         else:
             raise SweepQueryError(f"table: unknown {name!r}; valid: {', '.join(TABLES)}")
     return tables

@@ -25,6 +25,9 @@ PRECISIONS = ("auto", "bf16", "fp32")
 # cheap AUROCs, or every Table S1 scoring and metric (the per-epoch evaluation before issue 15)
 EPOCH_METRICS = ("objective", "full")
 EVAL_PROTOCOLS = ("honest", "paper")  # eval.protocol: paper adds the published, leaky numbers (haloae.paper_protocol)
+# cutpaste.image_jitter_at: ColorJitter on the image resized to the model's size (cheap), or on the
+# decoded full-size image before the resize (the authors' order, paper_published)
+JITTER_STAGES = ("resized", "full_size")
 PADDINGS = ("zeros", "reflect_published")  # model.backbone.padding: torchvision's VGG19 | the authors' DFR copy
 # Synthetic defect kinds (haloae.defects, haloae.realistic_defects). train.val_anomalies lists the
 # kinds a validation set takes in turn: any of VALIDATION_ANOMALIES; the realistic ones by default.

@@ -117,6 +117,9 @@ class CutPasteConfig:
     scar_height: tuple[int, int] = (10, 25)
     scar_rotation: float = 45.0  # degrees, +-
     image_jitter: float = 0.1  # ColorJitter on the whole image before CutPaste
+    # where that ColorJitter runs: resized = on the image decoded at the model's size (cached once),
+    # full_size = on the decoded full-size image, then the resize (the authors' order; haloae.data)
+    image_jitter_at: str = "resized"
 
 
 @dataclass(frozen=True)

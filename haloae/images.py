@@ -20,7 +20,8 @@ a model is trained on and what it scores are decoded identically. The rules:
   is tested on its raw value, before any scaling, so its value 1 counts.
 
 Resizing is PIL's bilinear filter, which widens its support when downscaling (antialiased), on
-the 8-bit RGB image; masks use nearest so 0 and 1 never blend.
+the 8-bit RGB image (``resize_rgb``; the training images jittered at full size go through the same
+filter in float); masks use nearest so 0 and 1 never blend.
 """
 
 from __future__ import annotations
@@ -103,15 +104,34 @@ def _decoded(source: ImageSource) -> tuple[np.ndarray, int]:
         return _samples(image, str(source))
 
 
-def read_rgb(source: ImageSource, size: int) -> np.ndarray:
-    """An image as uint8 ``(size, size, 3)`` by the rules above (bilinear, antialiased resize)."""
+def decode_rgb(source: ImageSource) -> np.ndarray:
+    """An image as uint8 ``(H, W, 3)`` at its own size, by the rules above."""
     samples, full = _decoded(source)
     if samples.ndim == 2:  # 16-bit grayscale: scale by the real depth, round to 8 bits, 3 channels
         gray = np.rint(np.clip(samples.astype(np.float32) * (255.0 / full), 0, 255)).astype(np.uint8)
         samples = np.repeat(gray[..., None], 3, axis=-1)
-    if samples.shape[:2] != (size, size):
-        samples = np.asarray(Image.fromarray(samples).resize((size, size), Image.Resampling.BILINEAR))
     return samples
+
+
+def resize_rgb(pixels: np.ndarray, size: int) -> np.ndarray:
+    """``(H, W, 3)`` -> ``(size, size, 3)`` by PIL's bilinear filter (antialiased); unchanged when
+    already that size. uint8 is resized as one RGB image; float32 (values in [0, 1], a colour-jittered
+    training image) channel by channel as PIL ``F`` images: the same filter without the 8-bit
+    rounding (the two agree to within 1/255), so jittering before or after it compares like for like."""
+    if pixels.shape[:2] == (size, size):
+        return pixels
+    if pixels.dtype == np.uint8:
+        return np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR))
+    channels = []
+    for c in range(pixels.shape[-1]):
+        channel = Image.fromarray(np.ascontiguousarray(pixels[..., c], dtype=np.float32))  # mode F
+        channels.append(np.asarray(channel.resize((size, size), Image.Resampling.BILINEAR)))
+    return np.stack(channels, axis=-1)
+
+
+def read_rgb(source: ImageSource, size: int) -> np.ndarray:
+    """An image as uint8 ``(size, size, 3)`` by the rules above (bilinear, antialiased resize)."""
+    return resize_rgb(decode_rgb(source), size)
 
 
 def load_image(source: ImageSource, size: int) -> torch.Tensor:

@@ -23,6 +23,7 @@ from haloae.choices import (
     EVAL_PROTOCOLS,
     IMAGE_AE_ARCHS,
     IMAGE_SCORES,
+    JITTER_STAGES,
     LOSS_TERMS,
     OPTIMIZERS,
     PADDINGS,
@@ -160,6 +161,7 @@ def validate(cfg) -> None:
         a, b = getattr(cp, key)
         if not 1 <= a <= b:
             fail(f"cutpaste.{key}", f"needs 1 <= low <= high, got {(a, b)}")
+    _choice("cutpaste.image_jitter_at", cp.image_jitter_at, JITTER_STAGES)
     for key in ("patch_jitter", "image_jitter"):
         if not 0 <= getattr(cp, key) <= 0.5:
             fail(f"cutpaste.{key}", f"must be in [0, 0.5], got {getattr(cp, key)}")

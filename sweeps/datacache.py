@@ -8,7 +8,8 @@ minutes; a sweep runs tens of trials per category. The first trial on a node bui
 ``read_checkpoint(..., mmap=True)``: a ``weights_only`` load (no pickled objects, so no code runs),
 its sha256 verified, the tensors memory-mapped so that concurrent trials on the node share one
 copy in the page cache. The entry holds its key, which covers everything the data depends on (the
-folder, its file list and sizes, image size, split seed, validation fraction, CutPaste), so a
+folder, its file list and sizes, image size, split seed, validation fraction, CutPaste, whose
+``image_jitter_at=full_size`` keeps the training images at their full size), so a
 changed dataset or knob never reads a stale entry. A file lock keeps two trials from building the
 same entry at once.
 
@@ -56,6 +57,7 @@ def cache_key(cfg: HaloAEConfig, data_root: str | Path, category: str) -> str:
         "seed": cfg.train.seed,
         "val_fraction": cfg.train.val_fraction,
         "val_anomalies": list(cfg.train.val_anomalies),
+        # all of CutPaste, image_jitter_at among it: a full_size entry holds the full-size images
         "cutpaste": repr(cfg.cutpaste),
         "format": FORMAT,
     }

@@ -120,3 +120,15 @@ def test_a_missing_store_is_one_line_exit_2(tmp_path):
     result = CliRunner().invoke(main, ["report", "--sweep", "fake", "--storage", str(tmp_path)])
     assert result.exit_code == 2, result.output
     assert "unknown sweep 'fake'" in result.output and len([x for x in result.output.splitlines() if x.startswith("Error")]) == 1
+
+
+def test_tables_section_adds_the_leak_table_when_the_sweep_has_leaky_numbers():
+    from analysis.report import tables_section
+    from haloae.vocab import LEAKY_LABEL
+    from tests.test_analysis_tables import hand_frame, leaky_frame
+
+    offsets = {"haloae": 0.0, "equal_weights": 0.08}
+    with_leak = tables_section(leaky_frame(offsets), "test", None).body
+    assert '<table class="haloae-table" id="leak">' in with_leak and LEAKY_LABEL in with_leak and "<b>" not in with_leak.split('id="leak"')[1]
+    honest_only = tables_section(hand_frame(offsets), "test", None).body
+    assert 'id="leak"' not in honest_only and 'id="table3"' in honest_only and "LEAKY" not in honest_only

@@ -22,6 +22,7 @@ from analysis.runs import RunsWarning, SweepQueryError, category_group, client_f
 from haloae.cli import main
 from haloae.presets import VARIANTS
 from haloae.scoring import SCORING_LABELS
+from haloae.vocab import LEAKY_IMAGE_AUROC, LEAKY_LABEL, LEAKY_PIXEL_AUROC
 from tests.helpers.analysis import (
     BEST_EPOCH,
     FAKE_CATEGORIES,
@@ -432,3 +433,85 @@ def test_tables_use_the_confirm_stage_unless_asked(store):
     shown = CliRunner().invoke(main, ["tables", "--sweep", "staged", "--tracking-uri", store[0].tracking_uri, "--table", "table3",
                                       "--no-stats", "--stage", "screen"])  # fmt: skip
     assert shown.exit_code == 0 and VARIANTS["equal_weights"].label in shown.output
+
+
+# ---------------------------------------------------------------------- honest beside leaky (eval.protocol: paper)
+def leaky_frame(offsets: dict[str, float]) -> pd.DataFrame:
+    """``hand_frame`` whose runs also carry the paper protocol's numbers: honest + an inflation that
+    differs per (category, seed), as ``leaky/test/*`` keys."""
+    frame = hand_frame(offsets)
+    codes = frame["category"].map({c: i for i, c in enumerate(HAND_CATEGORIES)})
+    frame[LEAKY_IMAGE_AUROC] = frame["test/image_auroc"] + 0.05 + 0.01 * frame["seed"] + 0.004 * codes
+    frame[LEAKY_PIXEL_AUROC] = frame["test/pixel_auroc"] + 0.02 + 0.003 * codes - 0.006 * frame["seed"]
+    return frame
+
+
+def test_leak_table_shows_honest_and_leaky_means_and_their_inflation_never_bold():
+    offsets = {"haloae": 0.0, "equal_weights": 0.08}
+    frame = leaky_frame(offsets)
+    [table] = tables.build(frame, ["leak"])
+    assert table.name == "leak" and table.metrics == ("image AUROC", "pixel AUROC")
+    groups = {"Mean Text.": HAND_CATEGORIES[:3], "Mean Obj.": HAND_CATEGORIES[3:], "Mean": HAND_CATEGORIES}
+    assert table.columns == [f"{g} {kind}" for g in groups for kind in ("honest", "LEAKY", "Δ")]
+    for variant in offsets:
+        mine = frame[frame["variant"] == variant]
+        for group, members in groups.items():
+            sub = mine[mine["category"].isin(members)]
+            for i, (honest_key, leaky_key) in enumerate([("test/image_auroc", LEAKY_IMAGE_AUROC), ("test/pixel_auroc", LEAKY_PIXEL_AUROC)]):
+                honest, leaky = np.mean(sub[honest_key].to_numpy()), np.mean(sub[leaky_key].to_numpy())
+                row = VARIANTS[variant].label
+                assert table.cell(row, f"{group} honest").stats[i].mean == pytest.approx(honest, abs=1e-12)
+                assert table.cell(row, f"{group} LEAKY").stats[i].mean == pytest.approx(leaky, abs=1e-12)
+                delta = table.cell(row, f"{group} Δ").stats[i]
+                assert delta.mean == pytest.approx(leaky - honest, abs=1e-12)
+                assert_interval(delta, (sub[leaky_key] - sub[honest_key]).groupby(sub["seed"]).mean().tolist())  # paired over seeds
+    # leaky numbers are chosen on test: nothing is bold, nothing is tested against a reference
+    assert all(not any(c.best) and not any(c.versus) for c in table.cells.values())
+    texts = {fmt: render.render(table, fmt) for fmt in render.FORMATS}
+    for fmt in ("md", "html", "latex"):
+        assert LEAKY_LABEL in texts[fmt] and "Mean LEAKY" in texts[fmt]  # the header, and the label in the caption
+    cell_lines = [line for line in texts["md"].splitlines() if line.startswith("|")]  # the caption line is bold as in every table
+    assert not any("**" in line for line in cell_lines) and "<b>" not in texts["html"] and r"\textbf" not in texts["latex"]
+    assert not any(render.SIGNIFICANT in line for line in cell_lines) and "$^{*}$" not in texts["latex"]  # no paired-test marker
+    assert r"Mean $\Delta$" in texts["latex"] and "Δ" not in texts["latex"]
+    tidy = pd.read_csv(pd.io.common.StringIO(texts["csv"]))
+    assert len(tidy) == len(table.rows) * len(table.columns) * 2 and not tidy["best"].any()
+    shown = tidy[(tidy["column"] == "Mean LEAKY") & (tidy["metric"] == "image AUROC")].set_index("row")["mean"]
+    assert shown[VARIANTS["haloae"].label] == pytest.approx(100 * frame.loc[frame["variant"] == "haloae", LEAKY_IMAGE_AUROC].mean())
+    # a cell metric without a leaky counterpart (AUPRO) is left out of this table only
+    assert tables.build(frame, ["leak"], metrics=("image_auroc", "aupro"))[0].metrics == ("image AUROC",)
+    # a configuration run without the paper protocol: honest only, and the notes say so
+    frame.loc[frame["variant"] == "equal_weights", [LEAKY_IMAGE_AUROC, LEAKY_PIXEL_AUROC]] = np.nan
+    [mixed] = tables.build(frame, ["leak"])
+    assert mixed.cell(VARIANTS["equal_weights"].label, "Mean LEAKY").stats == (None, None)
+    assert mixed.cell(VARIANTS["equal_weights"].label, "Mean honest").stats[0] == table.cell(VARIANTS["equal_weights"].label, "Mean honest").stats[0]
+    assert any(n.startswith(f"12 of 24 FINISHED runs have no {LEAKY_IMAGE_AUROC}") for n in mixed.notes)
+
+
+def test_leak_table_needs_a_sweep_run_with_the_paper_protocol(store):
+    with pytest.raises(SweepQueryError, match=rf"{LEAKY_IMAGE_AUROC}.*eval.protocol: paper"):
+        tables.build(hand_frame({"haloae": 0.0}), ["leak"])
+    result = CliRunner().invoke(main, ["tables", "--sweep", "fake", "--storage", str(store[0].storage), "--table", "leak", "--no-stats"])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and LEAKY_IMAGE_AUROC in errors[0] and "eval.protocol: paper" in errors[0]
+    everything = CliRunner().invoke(main, ["tables", "--sweep", "fake", "--storage", str(store[0].storage), "--no-stats"])
+    assert everything.exit_code == 0 and "LEAKY" not in everything.output  # all: no leak table without leaky numbers
+
+
+def test_tables_all_adds_the_leak_table_of_a_paper_protocol_sweep(tmp_path):
+    trials = fake_trials(categories=("synth_disc",), variants=("haloae", "equal_weights"))
+    for trial in trials:
+        if trial.status == "FINISHED":
+            trial.final |= {LEAKY_IMAGE_AUROC: min(1.0, trial.final["test/image_auroc"] + 0.1), LEAKY_PIXEL_AUROC: trial.final["test/pixel_auroc"]}
+    logged = log_sweep(tmp_path, "paper", trials, "variant")
+    result = CliRunner().invoke(main, ["tables", "--sweep", "paper", "--storage", str(logged.storage), "--no-stats", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "out" / "leak.md").read_text()
+    assert LEAKY_LABEL in md and "Mean LEAKY" in md and not any("**" in line for line in md.splitlines() if line.startswith("|"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RunsWarning)
+        [table] = tables.build(load_runs("paper", storage=logged.storage), ["leak"])
+    expected = np.mean([t.final[LEAKY_IMAGE_AUROC] for t in trials if t.cfg.variant == "haloae" and LEAKY_IMAGE_AUROC in t.final])
+    assert table.cell(VARIANTS["haloae"].label, "Mean LEAKY").stats[0].mean == pytest.approx(expected, abs=1e-12)
+    assert render.LEFT_OUT in table.cell(VARIANTS["haloae"].label, "Mean LEAKY").marks  # its FAILED run is marked, as elsewhere

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from haloae.config import CutPasteConfig, HaloAEConfig
+from haloae.cutpaste import color_jitter, cutpaste, cutpaste_scar
 from haloae.data import (
     CATEGORIES,
     GRAYSCALE,
@@ -27,6 +28,7 @@ from haloae.data import (
     scan_category,
     split_train_val,
 )
+from haloae.images import read_rgb
 from haloae.synth import generate
 from tests.test_images import corrupt_idat
 
@@ -291,3 +293,88 @@ def test_train_dataset_without_cutpaste(train_samples: list[Sample]) -> None:
     dataset = TrainDataset(train_samples, 32, CutPasteConfig(enabled=False), seed=0)
     item = dataset[0]
     assert len(item) == 1 and item[0].shape == (3, 32, 32)
+
+
+# ---------------------------------------------------------------------- where the image is jittered
+FULL_SIZE = CutPasteConfig(image_jitter_at="full_size")
+
+
+def _write_images(folder: Path, sizes: list[tuple[int, int]]) -> list[Sample]:
+    """Random RGB files of the given (width, height) under ``folder/train/good``, as Samples."""
+    good = folder / "train" / "good"
+    good.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    samples = []
+    for i, (width, height) in enumerate(sizes):
+        path = good / f"{i:03d}.png"
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+        samples.append(Sample(path, "good", None))
+    return samples
+
+
+def _authors_order(path: Path, size: int, cp: CutPasteConfig, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """The authors' pipeline written out: the file at full size, ColorJitter, bilinear resize, CutPaste."""
+    full = torch.from_numpy(np.asarray(Image.open(path).convert("RGB")).copy()).permute(2, 0, 1).float() / 255
+    jittered = color_jitter(full, cp.image_jitter, gen)
+    channels = [
+        np.asarray(Image.fromarray(jittered[c].numpy()).resize((size, size), Image.Resampling.BILINEAR)) for c in range(3)
+    ]
+    original = torch.from_numpy(np.stack(channels)).clamp(0, 1)
+    return original, cutpaste(original, cp, gen)[0], cutpaste_scar(original, cp, gen)[0]
+
+
+def test_full_size_jitter_is_the_authors_order(tmp_path: Path) -> None:
+    samples = _write_images(tmp_path, [(48, 40), (64, 64), (37, 53)])  # sizes differ: kept as a list
+    dataset = TrainDataset(samples, 32, FULL_SIZE, seed=3)
+    assert [tuple(image.shape) for image in dataset.images] == [(3, 40, 48), (3, 64, 64), (3, 53, 37)]
+    assert all(image.dtype == torch.uint8 for image in dataset.images)
+    for epoch, index in [(0, 0), (0, 1), (2, 2), (1, 4)]:  # 4 wraps to image 1 with its own stream
+        views, _ = dataset.views((epoch, index))
+        expected = _authors_order(samples[index % 3].path, 32, FULL_SIZE, dataset.generator(index, epoch))
+        for view, manual in zip(views, expected, strict=True):
+            torch.testing.assert_close(view, manual, rtol=0, atol=1e-6)
+    again = TrainDataset(samples, 32, FULL_SIZE, seed=3)
+    torch.manual_seed(7)  # the global RNG plays no part
+    assert all(torch.equal(x, y) for x, y in zip(again[(2, 2)], dataset[(2, 2)], strict=True))
+
+
+def test_full_size_and_resized_jitter_agree_on_images_at_the_model_size(tmp_path: Path) -> None:
+    samples = _write_images(tmp_path, [(32, 32)] * 3)
+    resized, full = TrainDataset(samples, 32, CutPasteConfig(), seed=1), TrainDataset(samples, 32, FULL_SIZE, seed=1)
+    for index in range(5):
+        a, b = resized.views((1, index)), full.views((1, index))
+        assert all(torch.equal(x, y) for x, y in zip(a[0] + a[1], b[0] + b[1], strict=True))
+
+
+def test_full_size_jitter_differs_on_larger_images_and_resized_is_unchanged(tmp_path: Path) -> None:
+    samples = _write_images(tmp_path, [(96, 96), (80, 72)])
+    resized, full = TrainDataset(samples, 32, CutPasteConfig(), seed=0), TrainDataset(samples, 32, FULL_SIZE, seed=0)
+    assert CutPasteConfig().image_jitter_at == "resized" and resized.images.shape == (2, 3, 32, 32)
+    for index in range(2):
+        (a, *_), (b, *_) = resized.views(index)[0], full.views(index)[0]
+        assert not torch.equal(a, b) and (a - b).abs().max() < 0.2  # the same draw, another order
+        # the resized path is today's: decoded and resized once, jittered, then CutPaste
+        gen = resized.generator(index)
+        cp = resized.cutpaste
+        today = color_jitter(torch.from_numpy(read_rgb(samples[index].path, 32).copy()).permute(2, 0, 1) / 255, cp.image_jitter, gen)
+        expected = (today, cutpaste(today, cp, gen)[0], cutpaste_scar(today, cp, gen)[0])
+        assert all(torch.equal(x, y) for x, y in zip(resized.views(index)[0], expected, strict=True))
+
+
+def test_images_given_in_the_wrong_form_for_the_jitter_are_refused(tmp_path: Path) -> None:
+    samples = _write_images(tmp_path, [(40, 40), (40, 40)])
+    resized = TrainDataset(samples, 32, CutPasteConfig(), seed=0)
+    full = TrainDataset(samples, 32, FULL_SIZE, seed=0)
+    with pytest.raises(ValueError, match="image_jitter_at=full_size"):
+        TrainDataset(samples, 32, FULL_SIZE, seed=0, images=resized.images)
+    with pytest.raises(ValueError, match="image_jitter_at=resized"):
+        TrainDataset(samples, 32, CutPasteConfig(), seed=0, images=full.images)
+
+
+@needs_bottle
+def test_full_size_jitter_changes_nothing_on_the_shared_256px_bottle() -> None:
+    samples = scan_category(MVTEC_ROOT, "bottle").train[:2]
+    resized, full = TrainDataset(samples, 256, CutPasteConfig(), seed=0), TrainDataset(samples, 256, FULL_SIZE, seed=0)
+    assert [tuple(image.shape) for image in full.images] == [(3, 256, 256)] * 2  # the shared copy is 256 px
+    for index in range(2):
+        assert all(torch.equal(x, y) for x, y in zip(resized[index], full[index], strict=True))

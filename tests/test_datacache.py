@@ -84,3 +84,18 @@ def test_a_damaged_or_misnamed_entry_is_refused_naming_it(cfg, root, tmp_path):
     _entry(other, root, cache).replace(entry)  # another key's data under this key's name
     with pytest.raises(DataCacheError, match=f"^{entry}: a data cache entry for other data"):
         cached_category_data(cfg, root, CATEGORY, cache)
+
+
+def test_full_size_images_have_their_own_entry_and_read_back_at_full_size(cfg, tmp_path):
+    root = tmp_path / "data"  # images larger than the model's 32 px, so the two forms differ
+    generate(root, categories=[CATEGORY], size=48, n_train=6, n_test_good=2, n_test_defect_per_type=1, seed=0)
+    full = cfg.replace(**{"cutpaste.image_jitter_at": "full_size"})
+    assert cache_key(full, root, CATEGORY) != cache_key(cfg, root, CATEGORY)
+    cache = tmp_path / "cache"
+    built = cached_category_data(full, root, CATEGORY, cache)
+    read = cached_category_data(full, root, CATEGORY, cache)
+    assert [tuple(image.shape) for image in read.train.images] == [(3, 48, 48)] * len(read.train)
+    assert all(torch.equal(a, b) for a, b in zip(read.train.images, built.train.images, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(read.train[3], built.train[3], strict=True))
+    resized = cached_category_data(cfg, root, CATEGORY, cache)  # the other entry, at the model's size
+    assert resized.train.images.shape == (len(resized.train), 3, 32, 32)

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from haloae.errors import DatasetError
-from haloae.images import check_image, load_image, load_mask, read_rgb
+from haloae.images import check_image, load_image, load_mask, read_rgb, resize_rgb
 
 # One row of 64 levels, 0..255, repeated over 64 rows: the 8-bit reference.
 GRADIENT_8 = np.repeat(np.linspace(0, 255, 64).round().astype(np.uint8)[None], 64, axis=0)
@@ -179,3 +179,13 @@ def test_missing_and_foreign_files_are_named(tmp_path: Path) -> None:
     (tmp_path / "notes.png").write_text("not an image")
     _refused(tmp_path / "notes.png", "notes.png", "unreadable image")
     _refused(tmp_path / "absent.png", "absent.png", "unreadable image")
+
+
+def test_float_resize_is_the_8bit_filter_without_its_rounding() -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    as_float = resize_rgb(pixels.astype(np.float32) / 255, 32)
+    assert as_float.dtype == np.float32 and as_float.shape == (32, 32, 3)
+    assert np.abs(as_float * 255 - resize_rgb(pixels, 32)).max() <= 1.0  # PIL's fixed-point rounding
+    square = pixels[:32, :32].astype(np.float32)
+    assert resize_rgb(square, 32) is square  # already at the size: untouched, not resampled
+    assert np.array_equal(read_rgb(Image.fromarray(pixels), 32), resize_rgb(pixels, 32))

@@ -40,3 +40,12 @@ def test_unknown_preset_and_variant():
         HaloAEConfig.from_overrides("huge")
     with pytest.raises(ConfigError, match=r"^variant: unknown 'nope'"):
         HaloAEConfig.from_overrides("paper", variant="nope")
+
+
+def test_paper_published_jitters_at_full_size_and_paper_after_the_resize():
+    assert HaloAEConfig.from_overrides("paper_published").cutpaste.image_jitter_at == "full_size"
+    assert HaloAEConfig.from_overrides("paper").cutpaste.image_jitter_at == "resized"
+    assert HaloAEConfig.from_overrides("paper_published").flatten()["cutpaste.image_jitter_at"] == "full_size"
+    with pytest.raises(ConfigError) as err:
+        HaloAEConfig.from_overrides("paper", {"cutpaste.image_jitter_at": "before"})
+    assert str(err.value) == "cutpaste.image_jitter_at: unknown 'before'; valid: resized, full_size"

@@ -78,7 +78,8 @@ def test_paper_published_is_the_published_model_and_paper_has_the_fix():
     assert set(PRESET_LABELS) == set(PRESETS)
     # everything else is the paper preset
     differs = {k for k, v in published.flatten().items() if paper.flatten()[k] != v}
-    assert differs == {"preset", "model.attention", "model.backbone.padding"}
+    assert differs == {"preset", "model.attention", "model.backbone.padding", "cutpaste.image_jitter_at"}
+    assert (published.cutpaste.image_jitter_at, paper.cutpaste.image_jitter_at) == ("full_size", "resized")
 
 
 def test_paper_published_takes_every_variant():

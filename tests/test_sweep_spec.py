@@ -243,7 +243,7 @@ def test_set_overrides_the_definition(tmp_path, in_tmp):
     assert spec.storage == "/tmp/elsewhere" and spec.sweep_dir() == Path("/tmp/elsewhere/smoke")
     assert spec.search.num_samples == 2 and spec.epochs() == 5
     assert spec.search.space["model.block_size"].values == (4, 7)
-    assert spec.overrides["train.steps_per_epoch"] == 6  # the other overrides stay
+    assert spec.overrides["train.steps_per_epoch"] == 25  # the other overrides stay
     assert count_trials(spec) == 2 * 2 * 2 * 2 * 3  # samples x block sizes x variants x categories x seeds
     assert spec.sha256() != load_spec(SWEEPS / "smoke.yaml").sha256()
     with pytest.raises(SpecError, match=r"smoke.yaml: serach: unknown key"):

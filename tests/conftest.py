@@ -24,6 +24,20 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"{ENV_TORCH_DEVICE}={DEVICE}: no CUDA device is available")
 
 
+# what MLflow writes into the working directory when a store is opened without its own places
+STRAY_IN_CWD = ("mlruns", "mlflow.db")
+
+
+@pytest.fixture(autouse=True)
+def leaves_no_mlflow_files_in_the_working_directory():
+    """A test (or the code under it) that lets MLflow fall back to ./mlruns or ./mlflow.db fails here,
+    by name, instead of leaving files in the checkout."""
+    before = {name for name in STRAY_IN_CWD if os.path.exists(name)}
+    yield
+    stray = [name for name in STRAY_IN_CWD if os.path.exists(name) and name not in before]
+    assert not stray, f"left in {os.getcwd()}: {', '.join(stray)}"
+
+
 @pytest.fixture(scope="session")
 def device() -> torch.device:
     return torch.device(DEVICE)

@@ -62,7 +62,9 @@ def _store(tmp_path):
     from sweeps import tracking
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    parent = tracking.ensure_parent_run(uri, "exp", "one-truth", "0" * 64, None, ["variant"])
+    # the sweep's artifact folder, as the runner passes it (MLflow's default is ./mlruns of the cwd)
+    artifacts = tracking.artifact_location(uri, tmp_path)
+    parent = tracking.ensure_parent_run(uri, "exp", "one-truth", "0" * 64, None, ["variant"], artifacts=artifacts)
     return uri, parent
 
 

@@ -18,8 +18,10 @@ convolutional feature AE in place of block C). ``model.attention`` = ``halo`` | 
 
 from __future__ import annotations
 
+import zlib
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -305,16 +307,28 @@ class HaloAE(nn.Module):
     def init_weights(self) -> None:
         """As the original ``initialize_weights``: kaiming normal (fan_in) on every conv, transposed
         conv and linear of blocks C and D (attention projections included), zero biases, BN (1, 0).
-        The classifier keeps PyTorch's default init, as the original (it is not in that call)."""
-        for part in (self.encoder, self.decoder, self.image_decoder):
-            for module in part.modules():
+        The classifier keeps PyTorch's default init, as the original (it is not in that call).
+
+        Each layer draws from its own stream, seeded by ``train.seed`` and the layer's name
+        (``module_seed``): variants that share a layer start it from the same weights (common random
+        numbers, so the paired comparisons of a sweep compare the variants, not their draws), where
+        one global stream would shift every later layer by the parameters an earlier one adds."""
+        seed = self.cfg.train.seed
+        for prefix, part in (("encoder", self.encoder), ("decoder", self.decoder), ("image_decoder", self.image_decoder)):
+            for name, module in part.named_modules(prefix=prefix):
                 if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-                    nn.init.kaiming_normal_(module.weight)
+                    stream = torch.Generator().manual_seed(module_seed(seed, name))
+                    nn.init.kaiming_normal_(module.weight, generator=stream)
                     if module.bias is not None:
                         nn.init.zeros_(module.bias)
                 elif isinstance(module, nn.BatchNorm2d):
                     nn.init.ones_(module.weight)
                     nn.init.zeros_(module.bias)
+        for name, module in self.classifier.named_modules(prefix="classifier"):
+            if isinstance(module, (nn.Linear, nn.Conv2d)):  # PyTorch's default init, from the layer's own stream
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(module_seed(seed, name))
+                    module.reset_parameters()
 
     def features(self, images: torch.Tensor) -> torch.Tensor | None:
         """fm for a batch of images (frozen backbone, no grad; cacheable by callers); None for
@@ -332,6 +346,11 @@ class HaloAE(nn.Module):
         im_hat = self.image_decoder(fm_hat)
         logits = self.classifier(im_hat if self.classifies_image else fm_hat)
         return HaloAEOutput(fm, code, fm_hat, im_hat, logits)
+
+
+def module_seed(seed: int, name: str) -> int:
+    """The seed of layer ``name``'s initial weights in a run seeded ``seed`` (stable across processes)."""
+    return int(np.random.SeedSequence([seed % 2**32, zlib.crc32(name.encode())]).generate_state(1, np.uint64)[0])
 
 
 def count_parameters(module: nn.Module, trainable: bool = True) -> int:

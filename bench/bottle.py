@@ -28,7 +28,6 @@ Run::
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import sys
@@ -42,14 +41,12 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from analysis.paper import paper_pair  # noqa: E402
+from bench.common import bench_args, pct, print_header, schedule_overrides, variant_data  # noqa: E402
 from bench.train_step import matmul_peak_gflops, step_flops  # noqa: E402
-from haloae.category_data import prepare_data  # noqa: E402
-from haloae.config import HaloAEConfig  # noqa: E402
 from haloae.losses import HaloAELoss  # noqa: E402
 from haloae.model import HaloAE  # noqa: E402
 from haloae.train import batch_views, epoch_indices, fit  # noqa: E402
 
-DEFAULT_ROOT = Path(os.environ.get("MVTEC_ROOT", "/work/shared/data/mvtec_ad"))
 # The cpu preset's own length (its alpha schedule spans 20 epochs). Measured on the idle 2-core
 # machine with 1 thread: a full-loss epoch (25 steps + validation) 42 s, an fm-only one 20 s:
 # ~22 min for both variants. When other jobs share the cores, --threads 1 avoids the stalls of two
@@ -58,14 +55,9 @@ EPOCHS, STEPS = 20, 25
 VARIANTS = ("haloae", "fm_only")
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None or math.isnan(value) else f"{100 * value:.1f}"
-
-
 def run_variant(variant: str, overrides: list[str], args: argparse.Namespace) -> dict:
     """Train and evaluate one variant; returns its final metrics, best epoch and step rate."""
-    cfg = HaloAEConfig.from_overrides("cpu", overrides, variant=variant)
-    data = prepare_data(cfg, args.data_root, args.category)
+    cfg, data = variant_data(variant, overrides, args)
     print(f"# {variant}: train {len(data.train)} images, validation {len(data.val)} "
           f"(held-out good + synthetic defects), test {len(data.test)}", flush=True)
     epochs: list[dict[str, float]] = []
@@ -73,8 +65,8 @@ def run_variant(variant: str, overrides: list[str], args: argparse.Namespace) ->
     def report(epoch: int, m: dict[str, float], out_dir: Path) -> None:
         epochs.append(m)
         print(f"{variant} epoch {epoch:2d}  loss {m['train/loss']:.4f}  val image AUROC mean "
-              f"{_pct(m['val/image_auroc_mean'])} max {_pct(m['val/image_auroc_max'])}  "
-              f"pixel {_pct(m['val/pixel_auroc'])}  {m['time/epoch_s']:.0f} s", flush=True)
+              f"{pct(m['val/image_auroc_mean'])} max {pct(m['val/image_auroc_max'])}  "
+              f"pixel {pct(m['val/pixel_auroc'])}  {m['time/epoch_s']:.0f} s", flush=True)
 
     t0 = time.perf_counter()
     result = fit(cfg, data, args.out / variant, on_epoch=report, resume=False, progress=False)
@@ -89,22 +81,12 @@ def run_variant(variant: str, overrides: list[str], args: argparse.Namespace) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-root", type=Path, default=DEFAULT_ROOT, help="MVTec AD root (read only, never copied)")
-    p.add_argument("--category", default="bottle")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), help="haloae.presets variant names, run in turn")
-    p.add_argument("--epochs", type=int, default=EPOCHS)
-    p.add_argument("--steps", type=int, default=STEPS, help="optimiser steps per epoch")
-    p.add_argument("--set", action="append", default=[], dest="sets", help="extra dotted override (repeatable)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "bench" / "bottle",
-                   help="run directories <out>/<variant> (new runs; files there are overwritten)")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    overrides = [f"train.epochs={args.epochs}", f"train.steps_per_epoch={args.steps}", "train.device=cpu", *args.sets]
+    args = bench_args(__doc__, argv, threads=2, data_help="MVTec AD root (read only, never copied)",
+                      schedule=(VARIANTS, EPOCHS, STEPS), out=REPO_ROOT / "runs" / "bench" / "bottle")
+    overrides = [*schedule_overrides(args), *args.sets]
     load_before = os.getloadavg()[0]
     peak_before = matmul_peak_gflops(torch.device("cpu"))
-    print(f"# bench/bottle.py  {args.data_root / args.category}  preset=cpu {' '.join(overrides)}")
+    print_header("bench/bottle.py", args, overrides)
     print(f"# torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, "
           f"load average {load_before:.1f}", flush=True)
     t0 = time.perf_counter()
@@ -122,9 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     for variant, run in runs.items():
         m = run["metrics"]
         for split in ("val", "test"):
-            print(f"{f'{variant}, {split}':26s} {_pct(m[f'{split}/image_auroc_mean']):>16s} "
-                  f"{_pct(m[f'{split}/image_auroc_max']):>5s} {_pct(m[f'{split}/pixel_auroc']):>11s} "
-                  f"{_pct(m[f'{split}/aupro']):>5s}  {run['best_epoch']}")
+            print(f"{f'{variant}, {split}':26s} {pct(m[f'{split}/image_auroc_mean']):>16s} "
+                  f"{pct(m[f'{split}/image_auroc_max']):>5s} {pct(m[f'{split}/pixel_auroc']):>11s} "
+                  f"{pct(m[f'{split}/aupro']):>5s}  {run['best_epoch']}")
     print(f"(the checkpoint was chosen by the validation image AUROC of the map {run['image_score']}, "
           f"eval.image_score; the paper scores images by the map mean)")
     for variant, run in runs.items():

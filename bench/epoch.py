@@ -41,11 +41,10 @@ if str(REPO_ROOT) not in sys.path:
 
 import haloae.evaluation  # noqa: E402
 import haloae.train  # noqa: E402
-from haloae.category_data import prepare_data  # noqa: E402
+from bench.common import bench_args, print_header, variant_data  # noqa: E402
 from haloae.config import HaloAEConfig  # noqa: E402
 from haloae.vocab import DEFAULT_OBJECTIVE  # noqa: E402
 
-DEFAULT_ROOT = Path(os.environ.get("MVTEC_ROOT", "/work/shared/data/mvtec_ad"))
 LAYOUTS = {
     "before": ["eval.epoch_metrics=full", "eval.epoch_norm_images=0"],
     "after": [],
@@ -96,20 +95,15 @@ def one_epoch(cfg: HaloAEConfig, data, out: Path, final: bool) -> dict[str, floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-root", type=Path, default=DEFAULT_ROOT, help="MVTec AD root (read only)")
-    p.add_argument("--category", default="bottle")
-    p.add_argument("--steps", type=int, default=None, help="optimiser steps per epoch (default: the cpu preset's)")
-    p.add_argument("--set", action="append", default=[], dest="sets", help="extra dotted override (repeatable)")
-    p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    def steps(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--steps", type=int, default=None, help="optimiser steps per epoch (default: the cpu preset's)")
+
+    args = bench_args(__doc__, argv, threads=2, extra=steps)
     common = ["train.epochs=1", "train.device=cpu", *args.sets]
     if args.steps is not None:
         common.append(f"train.steps_per_epoch={args.steps}")
-    cfg = HaloAEConfig.from_overrides("cpu", common)
-    data = prepare_data(cfg, args.data_root, args.category)
-    print(f"# bench/epoch.py  {args.data_root / args.category}  preset=cpu {' '.join(common)}")
+    cfg, data = variant_data(None, common, args)
+    print_header("bench/epoch.py", args, common)
     print(f"# torch {torch.__version__}, {args.threads} threads, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f}; train {len(data.train)}, train/good {len(data.train_good)}, "
           f"validation {len(data.val)} images; {cfg.train.steps_per_epoch} steps x {cfg.train.batch_size} "

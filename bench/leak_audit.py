@@ -36,20 +36,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from haloae.category_data import prepare_data  # noqa: E402
+from bench.common import bench_args, pct, print_header, schedule_overrides, variant_data  # noqa: E402
 from haloae.checkpoint import load_checkpoint  # noqa: E402
-from haloae.config import HaloAEConfig  # noqa: E402
 from haloae.paper_protocol import PAPER_PIXEL_SIZE, paper_checkpoint_epochs, score_published  # noqa: E402
 from haloae.train import fit  # noqa: E402
 from haloae.vocab import BEST_FILE, LEAKY_BEST_EPOCH, LEAKY_IMAGE_AUROC, LEAKY_LABEL, LEAKY_PIXEL_AUROC  # noqa: E402
 
-DEFAULT_ROOT = Path(os.environ.get("MVTEC_ROOT", "/work/shared/data/mvtec_ad"))
 EPOCHS, STEPS, EVERY = 8, 15, 1
 VARIANTS = ("haloae", "fm_only")
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None or math.isnan(value) else f"{100 * value:.1f}"
 
 
 def _points(a: float | None, b: float | None) -> str:
@@ -60,16 +54,15 @@ def _points(a: float | None, b: float | None) -> str:
 
 def run_variant(variant: str, overrides: list[str], args: argparse.Namespace) -> dict:
     """Train one variant under both protocols; its honest and leaky numbers and the attribution."""
-    cfg = HaloAEConfig.from_overrides("cpu", overrides, variant=variant)
-    data = prepare_data(cfg, args.data_root, args.category)
+    cfg, data = variant_data(variant, overrides, args)
     scored = paper_checkpoint_epochs(cfg.train.epochs, cfg.eval.paper_checkpoint_every)
     print(f"# {variant}: train {len(data.train)}, validation {len(data.val)}, test {len(data.test)} images; "
           f"paper protocol scores the checkpoints of epochs {list(scored)} on test", flush=True)
 
     def report(epoch: int, m: dict[str, float], out_dir: Path) -> None:
-        leaky = f"  [{LEAKY_LABEL.split()[0]} checkpoint image {_pct(m['leaky/checkpoint/image_auroc'])}]" \
+        leaky = f"  [{LEAKY_LABEL.split()[0]} checkpoint image {pct(m['leaky/checkpoint/image_auroc'])}]" \
             if "leaky/checkpoint/image_auroc" in m else ""
-        print(f"{variant} epoch {epoch:2d}  loss {m['train/loss']:.4f}  val image AUROC {_pct(m['val/image_auroc'])}"
+        print(f"{variant} epoch {epoch:2d}  loss {m['train/loss']:.4f}  val image AUROC {pct(m['val/image_auroc'])}"
               f"  {m['time/epoch_s']:.0f} s{leaky}", flush=True)
 
     t0 = time.perf_counter()
@@ -86,22 +79,14 @@ def run_variant(variant: str, overrides: list[str], args: argparse.Namespace) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-root", type=Path, default=DEFAULT_ROOT, help="MVTec AD root (read only)")
-    p.add_argument("--category", default="bottle")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), help="haloae.presets variant names, run in turn")
-    p.add_argument("--epochs", type=int, default=EPOCHS)
-    p.add_argument("--steps", type=int, default=STEPS, help="optimiser steps per epoch")
-    p.add_argument("--checkpoint-every", type=int, default=EVERY, help="epochs between the paper protocol's saved checkpoints")
-    p.add_argument("--set", action="append", default=[], dest="sets", help="extra dotted override (repeatable)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "bench" / "leak_audit",
-                   help="run directories <out>/<variant> (new runs; files there are overwritten)")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    overrides = [f"train.epochs={args.epochs}", f"train.steps_per_epoch={args.steps}", "train.device=cpu",
-                 "eval.protocol=paper", f"eval.paper_checkpoint_every={args.checkpoint_every}", *args.sets]
-    print(f"# bench/leak_audit.py  {args.data_root / args.category}  preset=cpu {' '.join(overrides)}")
+    def checkpoint_every(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--checkpoint-every", type=int, default=EVERY, help="epochs between the paper protocol's saved checkpoints")
+
+    args = bench_args(__doc__, argv, threads=1, schedule=(VARIANTS, EPOCHS, STEPS), extra=checkpoint_every,
+                      out=REPO_ROOT / "runs" / "bench" / "leak_audit")
+    overrides = [*schedule_overrides(args), "eval.protocol=paper",
+                 f"eval.paper_checkpoint_every={args.checkpoint_every}", *args.sets]
+    print_header("bench/leak_audit.py", args, overrides)
     print(f"# torch {torch.__version__}, {args.threads} threads, load average {os.getloadavg()[0]:.1f}", flush=True)
     t0 = time.perf_counter()
     runs = {variant: run_variant(variant, overrides, args) for variant in args.variants}
@@ -115,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         m = run["metrics"]
         image, pixel = m["test/image_auroc"], m.get("test/pixel_auroc")
         leaky_image, leaky_pixel = m.get(LEAKY_IMAGE_AUROC), m.get(LEAKY_PIXEL_AUROC)
-        print(f"{variant:10s} {_pct(image):>12s} {_pct(leaky_image):>6s} {_points(leaky_image, image):>9s}   "
-              f"{_pct(pixel):>12s} {_pct(leaky_pixel):>6s} {_points(leaky_pixel, pixel):>9s}   "
+        print(f"{variant:10s} {pct(image):>12s} {pct(leaky_image):>6s} {_points(leaky_image, image):>9s}   "
+              f"{pct(pixel):>12s} {pct(leaky_pixel):>6s} {_points(leaky_pixel, pixel):>9s}   "
               f"{run['best_epoch']} / {int(m.get(LEAKY_BEST_EPOCH, -1))}")
     print("(honest: best.pt chosen by the validation image AUROC, map on train/good; paper: chosen on test)")
     print()
@@ -125,13 +110,13 @@ def main(argv: list[str] | None = None) -> int:
         m, previous = run["metrics"], None
         rows = [*run["steps"].items(), ("+ checkpoint chosen on test", {"image_auroc": m.get(LEAKY_IMAGE_AUROC),
                                                                         "pixel_auroc": m.get(LEAKY_PIXEL_AUROC)})]
-        print(f"  {variant}  (honest from metrics.json: image {_pct(m['test/image_auroc'])}, "
-              f"pixel {_pct(m.get('test/pixel_auroc'))}; run {run['minutes']:.1f} min)")
+        print(f"  {variant}  (honest from metrics.json: image {pct(m['test/image_auroc'])}, "
+              f"pixel {pct(m.get('test/pixel_auroc'))}; run {run['minutes']:.1f} min)")
         for name, values in rows:
             image, pixel = values.get("image_auroc"), values.get("pixel_auroc")
             delta = "" if previous is None else (f"  ({_points(image, previous.get('image_auroc'))}, "
                                                  f"{_points(pixel, previous.get('pixel_auroc'))})")
-            print(f"    {name:30s} image {_pct(image):>5s}  pixel {_pct(pixel):>5s}{delta}")
+            print(f"    {name:30s} image {pct(image):>5s}  pixel {pct(pixel):>5s}{delta}")
             previous = values
     print(f"load average (1 min) at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     return 0

@@ -76,6 +76,17 @@ def object_foreground(image: np.ndarray) -> np.ndarray | None:
     return foreground if 0.05 < foreground.mean() < 0.95 else None
 
 
+def _blob_site(rng: np.random.Generator, shape: tuple[int, int], where: np.ndarray | None):
+    """Where a blob-shaped defect goes: ``(area, radius, distance)``, its area in pixels
+    (``defect_area``), the radius of a disc of that area, and every pixel's distance from its centre."""
+    height, width = shape
+    area = defect_area(rng, shape)
+    radius = math.sqrt(area / math.pi)
+    cy, cx = _centre(rng, shape, radius, where)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    return area, radius, np.sqrt((y - cy) ** 2 + (x - cx) ** 2)
+
+
 def _largest_region(score: np.ndarray, area: int) -> np.ndarray:
     """The ``area`` pixels of highest ``score``: one irregular region of exactly that size."""
     order = np.argsort(score, axis=None, kind="stable")[::-1][:area]
@@ -102,11 +113,8 @@ def _foreign_crop(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarra
 # ---------------------------------------------------------------------- defects
 def _perlin_texture(image, rng, where, donor) -> tuple[np.ndarray, np.ndarray]:
     height, width = image.shape[:2]
-    area = defect_area(rng, (height, width))
-    radius = math.sqrt(area / math.pi)
-    cy, cx = _centre(rng, (height, width), radius, where)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    distance = np.sqrt((y - cy) ** 2 + (x - cx) ** 2) / (1.5 * radius)
+    area, radius, distance = _blob_site(rng, (height, width), where)
+    distance = distance / (1.5 * radius)
     # Perlin noise at a scale of the defect (DRAEM draws 2^0..2^5 cells), kept near the centre.
     cells = max(1, round(min(height, width) / (radius * rng.uniform(0.5, 2.0))))
     region = _largest_region(perlin_noise((height, width), min(cells, 64), rng) - 0.5 * distance**2, area)
@@ -211,11 +219,8 @@ def _crack(image, rng, where, donor) -> tuple[np.ndarray, np.ndarray]:
 def _faint_stain(image, rng, where, donor) -> tuple[np.ndarray, np.ndarray]:
     """A low-contrast blob: a few percent of colour shift, a darker rim where a drop dried."""
     height, width = image.shape[:2]
-    area = defect_area(rng, (height, width))
-    radius = math.sqrt(area / math.pi)
-    cy, cx = _centre(rng, (height, width), radius, where)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    distance = np.sqrt((y - cy) ** 2 + (x - cx) ** 2) / radius
+    area, radius, distance = _blob_site(rng, (height, width), where)
+    distance = distance / radius
     cells = max(1, round(min(height, width) / (2 * radius)))
     region = _largest_region(0.4 * perlin_noise((height, width), min(cells, 64), rng) - distance, area)
     soft = ndimage.gaussian_filter(region.astype(np.float32), max(0.5, 0.15 * radius))

@@ -22,11 +22,10 @@ from pathlib import Path
 import pytest
 
 from analysis.runs import load_runs
-from sweeps.loading import load_spec
-from tests.helpers.sweeps import tiny_spec, trial_runs
+from tests.helpers.sweeps import run_spec_on_fresh_ray, tiny_spec, trial_runs
 from tests.helpers.tracking_server import free_port, http_status, stop_group
 
-ray = pytest.importorskip("ray")
+pytest.importorskip("ray")
 pytestmark = [pytest.mark.slow, pytest.mark.soak]  # a real sweep, an MLflow server and Chromium
 
 EPOCHS = 4
@@ -38,8 +37,6 @@ CATEGORY = "synth_disc"
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     """2 variants x 1 category x 2 seeds, 4 epochs: ``(spec, outcome, runs frame, child runs)``."""
-    from sweeps.runner import run_sweep
-
     tmp = tmp_path_factory.mktemp("ui")
     path = tiny_spec(
         tmp, "uisweep", variants=list(VARIANTS), seeds=[0, 1],
@@ -47,13 +44,7 @@ def sweep(tmp_path_factory):
         overrides={"train.epochs": EPOCHS, "train.steps_per_epoch": 2, "optim.lr": LR},
         objective={"metric": "val/image_auroc", "mode": "max", "aggregate": "per_category"},
     )  # fmt: skip
-    spec = load_spec(path)
-    ray.shutdown()
-    try:
-        outcome = run_sweep(spec)
-    finally:
-        ray.shutdown()
-    assert not outcome.failed, outcome.summary()
+    spec, outcome = run_spec_on_fresh_ray(path)
     frame = load_runs(spec.name, tracking_uri=spec.tracking_uri())
     return spec, outcome, frame, trial_runs(spec.tracking_uri(), spec.experiment_name())
 

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from haloae.vocab import BEST_ARTIFACT, TAG_STOPPED_AT, TAG_STOPPED_BY, TAG_TRIAL_ID
-from tests.helpers.sweeps import artifact_paths, tiny_spec, trial_runs
+from tests.helpers.sweeps import artifact_paths, run_spec_on_fresh_ray, tiny_spec, trial_runs
 
 LRS = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
 EPOCHS = 2
@@ -20,12 +20,10 @@ EPOCHS = 2
 
 @pytest.mark.slow
 def test_a_searching_sweeps_stopped_trials_appear_in_the_tables_with_their_epoch(tmp_path):
-    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray")
     from analysis import render, tables
     from analysis.runs import RunsWarning, load_runs
     from haloae.cli import main
-    from sweeps.loading import load_spec
-    from sweeps.runner import run_sweep
 
     # one trial at a time in grid order: at rung 1 each trial below the rung's 95th percentile so
     # far stops, i.e. every trial that is not a new best (pixel AUROC: continuous, no ties)
@@ -37,13 +35,7 @@ def test_a_searching_sweeps_stopped_trials_appear_in_the_tables_with_their_epoch
         scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 20},
         objective={"metric": "val/pixel_auroc", "mode": "max", "aggregate": "per_category"},
     )  # fmt: skip
-    spec = load_spec(path)
-    ray.shutdown()
-    try:
-        outcome = run_sweep(spec)
-    finally:
-        ray.shutdown()
-    assert not outcome.failed, outcome.summary()
+    spec, outcome = run_spec_on_fresh_ray(path)
     stopped = {t.trial_id for t in outcome.trials if t.status == "STOPPED"}
     assert stopped, f"ASHA stopped no trial: {[(t.params['optim.lr'], t.metrics.get('val/pixel_auroc')) for t in outcome.trials]}"
 

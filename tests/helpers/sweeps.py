@@ -38,6 +38,24 @@ def tiny_spec(tmp_path: Path, name: str, **fields: Any) -> Path:
     return path
 
 
+def run_spec_on_fresh_ray(path: Path) -> tuple[Any, Any]:
+    """Load the sweep definition at ``path`` and run it on a local Ray started for it (shut down
+    before and after, even on failure); asserts no trial failed. ``(spec, outcome)``."""
+    import ray
+
+    from sweeps.loading import load_spec
+    from sweeps.runner import run_sweep
+
+    spec = load_spec(path)
+    ray.shutdown()
+    try:
+        outcome = run_sweep(spec)
+    finally:
+        ray.shutdown()
+    assert not outcome.failed, outcome.summary()
+    return spec, outcome
+
+
 def trial_runs(tracking_uri: str, experiment: str) -> list:
     """Every child (trial) run of an experiment, any status."""
     from mlflow.entities import ViewType

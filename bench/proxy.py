@@ -21,7 +21,7 @@ default); it chooses nothing here: every model is scored at its last epoch.
 
 Run::
 
-    python bench/proxy.py                               # 8 configurations, 3 epochs x 8 steps, ~25-30 min loaded
+    python bench/proxy.py                               # 8 configurations, 3 epochs x 8 steps, ~10 min at 1 thread
     python bench/proxy.py --epochs 8 --steps 25         # longer, closer to the cpu preset's 20 x 25
     python bench/proxy.py --configs haloae fm_only --epochs 1 --steps 2   # a smoke test
 """

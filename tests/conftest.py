@@ -31,9 +31,13 @@ STRAY_IN_CWD = ("mlruns", "mlflow.db")
 @pytest.fixture(autouse=True)
 def leaves_no_mlflow_files_in_the_working_directory():
     """A test (or the code under it) that lets MLflow fall back to ./mlruns or ./mlflow.db fails here,
-    by name, instead of leaving files in the checkout."""
+    by name, instead of leaving files in the checkout; torch's thread count is restored after each test."""
     before = {name for name in STRAY_IN_CWD if os.path.exists(name)}
+    threads = torch.get_num_threads()
     yield
+    # a trial run in this process (sweeps.trainable) sets torch's threads to its CPUs; the next
+    # test must not train with them (the cpu preset's 75-step test reads differently at 1 thread)
+    torch.set_num_threads(threads)
     stray = [name for name in STRAY_IN_CWD if os.path.exists(name) and name not in before]
     assert not stray, f"left in {os.getcwd()}: {', '.join(stray)}"
 

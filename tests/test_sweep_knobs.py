@@ -42,7 +42,10 @@ def _best_epoch_and_history(tmp_path, name: str, metric: str, mode: str) -> tupl
         objective={"metric": metric, "mode": mode, "aggregate": "per_category"},
     ))
     generate_data(spec)
-    parent = tracking.ensure_parent_run(spec.tracking_uri(), spec.experiment_name(), spec.name, spec.sha256(), None, [])
+    artifacts = tracking.artifact_location(spec.tracking_uri(), spec.sweep_dir())  # as the runner passes it
+    parent = tracking.ensure_parent_run(
+        spec.tracking_uri(), spec.experiment_name(), spec.name, spec.sha256(), None, [], artifacts=artifacts
+    )
     run_trial({"variant": "haloae", "category": "synth_disc", "seed": 0}, spec=spec, parent_run_id=parent)
     (run,) = trial_runs(spec.tracking_uri(), spec.experiment_name())
     history = MlflowClient(spec.tracking_uri()).get_metric_history(run.info.run_id, curve_key(metric))  # per epoch

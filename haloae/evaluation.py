@@ -17,6 +17,11 @@ needed; the full evaluation (every Table S1 scoring, map refitted on all train/g
 once on the chosen checkpoint (``haloae.train.finish``), and gives what the per-epoch full
 evaluation of the same checkpoint gave.
 
+Backbone features come from ``haloae.features``: pass one ``RunFeatures`` (``features=``) to
+``EpochValidation``, ``final_scorer`` and ``evaluate_splits`` and each image set goes through the
+backbone once per run (with a ``FeatureStore`` behind it, once per store); without one, each of
+them computes its own sets, as before.
+
 A non-finite anomaly score is an error (``NonFiniteScoreError``), never a metric: NaN scores
 come from corrupted or diverged weights, and an AUROC over them would be a wrong answer.
 """
@@ -33,6 +38,7 @@ from haloae.checkpoint import CheckpointError, load_checkpoint
 from haloae.choices import SCORINGS
 from haloae.data import EvalSet, normalize
 from haloae.errors import InputError
+from haloae.features import FeatureCache, RunFeatures
 from haloae.metrics import MAP_METRICS, evaluate_maps, image_auroc
 from haloae.model import HaloAE, HaloAEOutput
 from haloae.scoring import FM_SCORINGS, AnomalyScorer, fm_error_map, im_error_map, pick_scoring
@@ -41,29 +47,6 @@ from haloae.vocab import TEST, VAL
 
 class NonFiniteScoreError(InputError):
     """An anomaly score is NaN or infinite: the weights are corrupted or training diverged."""
-
-
-class FeatureCache:
-    """Frozen-backbone features of fixed image sets, computed once per run, not per epoch."""
-
-    def __init__(self, model: HaloAE, device: torch.device, batch_size: int) -> None:
-        self.model, self.device, self.batch_size = model, device, batch_size
-        self._cache: dict[str, torch.Tensor] = {}
-
-    def get(self, name: str, images01: torch.Tensor) -> torch.Tensor | None:
-        if not self.model.has_backbone:
-            return None
-        if name not in self._cache:
-            chunks = []
-            with torch.no_grad():
-                for i in range(0, len(images01), self.batch_size):
-                    x = normalize(images01[i : i + self.batch_size]).to(self.device)
-                    chunks.append(self.model.features(x).cpu())
-            # kept on the host (the paper preset's fm of one validation set is ~1 GB), pinned on
-            # CUDA so that each epoch's copy back is one asynchronous transfer per batch
-            features = torch.cat(chunks)
-            self._cache[name] = features.pin_memory() if self.device.type == "cuda" else features
-        return self._cache[name]
 
 
 def _forward(model: HaloAE, x: torch.Tensor, fm: torch.Tensor | None, scorings: Sequence[str] | None) -> HaloAEOutput:
@@ -170,7 +153,9 @@ def evaluate(
     default = pick_scoring(sorted({k.removesuffix("_max") for k in all_scores}), model.cfg.eval.scoring)
     if default is not None:
         prefix = f"{split}/{default}/"
-        metrics.update({f"{split}/{k.removeprefix(prefix)}": v for k, v in list(metrics.items()) if k.startswith(prefix)})
+        metrics.update(
+            {f"{split}/{k.removeprefix(prefix)}": v for k, v in list(metrics.items()) if k.startswith(prefix)}
+        )
     return metrics, (all_maps if keep_maps else {})
 
 
@@ -202,17 +187,20 @@ class EpochValidation:
     every scoring and metric of ``evaluate`` (before issue 15; with ``eval.epoch_norm_images=0``,
     exactly that loop). An objective the plan does not produce (misspelt, or one the model has no
     scoring for) turns the run to ``full``: the caller's error then lists every metric the run
-    reports. Backbone features of both image sets are computed once per run.
+    reports. Backbone features of both image sets are computed once per ``features`` (the run's).
     """
 
-    def __init__(self, model: HaloAE, scorer: AnomalyScorer, data: CategoryData, device, batch_size: int, objective: str):
+    def __init__(
+        self, model: HaloAE, scorer: AnomalyScorer, data: CategoryData, device, batch_size: int, objective: str,
+        features: RunFeatures | None = None,
+    ):  # fmt: skip
         cfg = model.cfg
         self.model, self.scorer, self.data, self.device, self.batch_size = model, scorer, data, device, batch_size
         self.objective = objective
         self.full = cfg.eval.epoch_metrics == "full"
         self.scorings, self.include = epoch_plan(cfg, objective)
         self.good = data.train_good.images[epoch_norm_indices(len(data.train_good), cfg.eval.epoch_norm_images)]
-        self.cache = FeatureCache(model, device, batch_size)
+        self.cache = FeatureCache(model, device, batch_size, features)
 
     def __call__(self) -> dict[str, float]:
         scorings = None if self.full else self.scorings
@@ -230,26 +218,31 @@ class EpochValidation:
         return metrics
 
 
-def final_scorer(model: HaloAE, data: CategoryData, device, batch_size: int = 16) -> AnomalyScorer:
+def final_scorer(
+    model: HaloAE, data: CategoryData, device, batch_size: int = 16, features: RunFeatures | None = None
+) -> AnomalyScorer:
     """A scorer fitted on every train/good image (the per-epoch map may have seen a subset): the
     normalisation map of the final metrics, of best.pt once the run is finished, and of export."""
     scorer = AnomalyScorer(model.cfg.model.image_size).to(device)
-    fm = FeatureCache(model, device, batch_size).get("train_good", data.train_good.images)
+    # used once per run: not held in memory after (the store, if any, keeps it for the next run)
+    fm = FeatureCache(model, device, batch_size, features).get("train_good", data.train_good.images, keep=False)
     fit_scorer(model, scorer, data.train_good, fm, device, batch_size)
     return scorer
 
 
 def evaluate_splits(
     model: HaloAE, scorer: AnomalyScorer, data: CategoryData, device: torch.device, batch_size: int = 16,
-    keep_test_maps: bool = False,
+    keep_test_maps: bool = False, features: RunFeatures | None = None,
 ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:  # fmt: skip
-    """Validation and test metrics of a category (the model's ``eval.image_score``), and the test maps."""
-    cache = FeatureCache(model, device, batch_size)
+    """Validation and test metrics of a category (the model's ``eval.image_score``), and the test
+    maps; val features come from ``features`` when the run's epochs computed them there."""
+    cache = FeatureCache(model, device, batch_size, features)
     reduce = model.cfg.eval.image_score
-    val, _ = evaluate(model, scorer, data.val, cache.get(VAL, data.val.images), device, batch_size, VAL, image_score=reduce)
+    val_fm = cache.get(VAL, data.val.images, keep=False)  # the last use in a run: not kept after
+    val, _ = evaluate(model, scorer, data.val, val_fm, device, batch_size, VAL, image_score=reduce)
+    test_fm = cache.get(TEST, data.test.images, keep=False)
     test, maps = evaluate(
-        model, scorer, data.test, cache.get(TEST, data.test.images), device, batch_size, TEST, keep_maps=keep_test_maps,
-        image_score=reduce,
+        model, scorer, data.test, test_fm, device, batch_size, TEST, keep_maps=keep_test_maps, image_score=reduce
     )
     return {**val, **test}, maps
 

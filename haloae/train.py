@@ -9,6 +9,10 @@
     fit_epochs(...)                     the same loop as a generator, one item per epoch
     finish(out_dir, data, device)       best.pt on validation and test: metrics.json, overlays
 
+Backbone features of the fixed image sets (``haloae.features.RunFeatures``) are computed once per
+run: ``fit`` hands one store to its epochs and to ``finish``; a caller driving ``fit_epochs`` and
+``finish`` itself passes its own as ``features`` (the sweep's, backed by the per-node cache).
+
 Data comes from ``haloae.category_data``, scoring from ``haloae.evaluation``, every file from
 ``haloae.checkpoint``. Nothing here imports Ray or MLflow: the sweep layer drives ``fit_epochs``.
 The normalisation map and fm's standardisation come from train/good images only, and checkpoint
@@ -44,6 +48,7 @@ from haloae.config import HaloAEConfig
 from haloae.data import EvalSet, TrainDataset, normalize
 from haloae.errors import InputError
 from haloae.evaluation import EpochValidation, evaluate_splits, final_scorer
+from haloae.features import RunFeatures
 from haloae.losses import HaloAELoss
 from haloae.model import HaloAE
 from haloae.paper_protocol import paper_epoch_metrics, paper_run_metrics
@@ -157,14 +162,16 @@ def fit(
     eval_batch_size: int = 16,
     objective: str = DEFAULT_OBJECTIVE,
     mode: str = "max",
+    features: RunFeatures | None = None,
 ) -> FitResult:
     """Train, validating and checkpointing every epoch; resume from ``out_dir`` if it has a checkpoint.
     best.pt is the epoch with the best ``objective`` (a validation metric; ``mode`` max or min)."""
-    for epoch, metrics in fit_epochs(cfg, data, out_dir, resume, progress, eval_batch_size, objective, mode):
+    features = RunFeatures() if features is None else features  # the epochs' val features serve finish too
+    for epoch, metrics in fit_epochs(cfg, data, out_dir, resume, progress, eval_batch_size, objective, mode, features):
         if on_epoch is not None:
             on_epoch(epoch, metrics, Path(out_dir))
     with phase(f"{data.category}: best.pt on validation and test", progress):
-        return finish(Path(out_dir), data, pick_device(cfg.train.device), eval_batch_size)
+        return finish(Path(out_dir), data, pick_device(cfg.train.device), eval_batch_size, features)
 
 
 def fit_epochs(
@@ -176,12 +183,14 @@ def fit_epochs(
     eval_batch_size: int = 16,
     objective: str = DEFAULT_OBJECTIVE,
     mode: str = "max",
+    features: RunFeatures | None = None,
 ) -> Iterator[tuple[int, dict[str, float]]]:
     """The training loop as a generator: yields ``(epoch, metrics)`` once per epoch, *after* that
     epoch's checkpoint is on disk, so a caller may interleave several runs (a sweep trial that
     averages categories advances each run one epoch, then reports) or stop between epochs.
     Resumes from ``out_dir/checkpoint.pt`` when ``resume`` and it exists (with the same objective).
-    ``objective`` must be reported by the first epoch's validation (``ObjectiveError`` otherwise)."""
+    ``objective`` must be reported by the first epoch's validation (``ObjectiveError`` otherwise).
+    ``features``: the run's feature store, to share with ``finish`` (None: the epochs' own)."""
     check_objective(objective, mode)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -203,7 +212,7 @@ def fit_epochs(
         history = state["history"]
     else:
         fit_standardization(model, data.train_good, device, eval_batch_size)
-    validate = EpochValidation(model, scorer, data, device, eval_batch_size, objective)
+    validate = EpochValidation(model, scorer, data, device, eval_batch_size, objective, features)
     autocast = autocast_for(device, cfg.train.precision)
     shown = RunProgress(cfg.train.epochs, start_epoch, cfg.train.steps_per_epoch, data.category, progress)
     for epoch in range(start_epoch, cfg.train.epochs):
@@ -314,17 +323,22 @@ def _resume(path: Path, objective: str, mode: str, cfg: HaloAEConfig, model, cri
     return state
 
 
-def finish(out: Path, data: CategoryData, device, eval_batch_size: int = 16) -> FitResult:
+def finish(
+    out: Path, data: CategoryData, device, eval_batch_size: int = 16, features: RunFeatures | None = None
+) -> FitResult:
     """Evaluate the best checkpoint on validation and test; write metrics.json and overlays.
 
     The normalisation map is refitted on every train/good image first (an epoch's may come from a
     subset: ``eval.epoch_norm_images``) and stored in best.pt, so that export and ``haloae evaluate``
-    use the map behind these numbers. Running it again gives the same file and numbers."""
+    use the map behind these numbers. Running it again gives the same file and numbers, with or
+    without ``features`` (the run's store: best.pt's backbone is the run's, so its sets are reused)."""
     model, _, best = load_checkpoint(out / BEST_FILE, device)
-    scorer = final_scorer(model, data, device, eval_batch_size)
+    scorer = final_scorer(model, data, device, eval_batch_size, features)
     kept = {k: v for k, v in best.items() if k not in ("format", "version")}  # save_checkpoint adds them
     save_checkpoint(kept | {"scorer": scorer.state_dict()}, out / BEST_FILE)
-    metrics, maps = evaluate_splits(model, scorer, data, device, eval_batch_size, keep_test_maps=True)
+    metrics, maps = evaluate_splits(
+        model, scorer, data, device, eval_batch_size, keep_test_maps=True, features=features
+    )
     metrics[BEST_EPOCH] = best["epoch"]
     metrics.update(paper_run_metrics(model.cfg, out))  # leaky/... beside the honest numbers, eval.protocol=paper only
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True))

@@ -125,11 +125,34 @@ def artifact_location(tracking_uri: str, sweep_dir: str | Path) -> str | None:
     return None
 
 
+def store_artifact_location(tracking_uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts when the caller names no place: for a sqlite
+    file, the ``artifacts`` folder beside the database (``<sweep>/artifacts`` for the default
+    ``<sweep>/mlflow.db``, as ``artifact_location`` gives), instead of MLflow's ``./mlruns`` of
+    whatever the current directory is. None for any other store: a tracking server decides (proxied
+    artifacts), a file store keeps them under its own root, an in-memory sqlite has no file."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if not tracking_uri.startswith("sqlite"):
+        return None
+    try:
+        url = make_url(tracking_uri)  # sqlite:///rel.db is relative, sqlite:////abs.db absolute
+    except ArgumentError:
+        return None
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return (Path(url.database).parent / "artifacts").resolve().as_uri()
+
+
 def experiment_id(mlf: MlflowClient, name: str, artifacts: str | None = None) -> str:
-    """The experiment's id, created when absent (two processes may race: the loser re-reads)."""
+    """The experiment's id, created when absent (two processes may race: the loser re-reads),
+    with ``artifacts`` as its artifact location, by default the store's (``store_artifact_location``)."""
     exp = mlf.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
+    if artifacts is None:
+        artifacts = store_artifact_location(mlf.tracking_uri)
     try:
         return mlf.create_experiment(name, artifact_location=artifacts)
     except Exception:  # created meanwhile by another trial
@@ -165,7 +188,7 @@ def ensure_parent_run(
     """The sweep's parent run (reused on resume; set RUNNING again), with the spec as an artifact,
     and the UI's view of the sweep (``sweeps.ui_view``: sorted by ``objective``, the varied knobs
     as columns). Creates the experiment (with ``artifacts`` as its artifact location) before any
-    trial runs."""
+    trial runs; None: the store's own place, beside a sqlite file (``store_artifact_location``)."""
     from sweeps.ui_view import store_view, view_state
 
     mlf = client(tracking_uri)
@@ -204,7 +227,9 @@ def experiment_of(tracking_uri: str, run_id: str) -> str:
     return client(tracking_uri).get_run(run_id).info.experiment_id
 
 
-def run_name(variant: str, category: str, seed: int, trial_id: str = "", several: bool = False, stage: str | None = None) -> str:
+def run_name(
+    variant: str, category: str, seed: int, trial_id: str = "", several: bool = False, stage: str | None = None
+) -> str:
     """``<variant>/<category>/s<seed>``; ``-t<index>`` (Tune's trial index) when the variant has
     several configurations in the sweep, ``-<stage>`` in a two-stage sweep."""
     name = f"{variant}/{category}/s{seed}"
@@ -260,7 +285,13 @@ class TrialRun:
     ) -> None:
         self.mlf = client(tracking_uri)
         exp_id = experiment_id(self.mlf, experiment)
-        key = {TAG_SWEEP: sweep, TAG_TRIAL_ID: trial_id, TAG_CATEGORY: category, TAG_SEED: str(seed), TAG_ROLE: ROLE_TRIAL}
+        key = {
+            TAG_SWEEP: sweep,
+            TAG_TRIAL_ID: trial_id,
+            TAG_CATEGORY: category,
+            TAG_SEED: str(seed),
+            TAG_ROLE: ROLE_TRIAL,
+        }
         found = find_runs(self.mlf, exp_id, key)
         self._logged: set[tuple[str, int]] = set()  # (key, step) already in the run
         if found:
@@ -277,7 +308,9 @@ class TrialRun:
                 TAG_PARENT_RUN: parent_run_id,
                 **({TAG_STAGE: stage} if stage else {}),
             }
-            run = self.mlf.create_run(exp_id, tags=tags, run_name=name or run_name(cfg.variant, category, seed, stage=stage))
+            run = self.mlf.create_run(
+                exp_id, tags=tags, run_name=name or run_name(cfg.variant, category, seed, stage=stage)
+            )
             self.run_id = run.info.run_id
             # params are immutable in MLflow: logged once, at creation (in batches of 100)
             params = run_params(cfg, category, seed)

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Per-epoch validation computes what the checkpoint choice and the curves need; the final
-evaluation of best.pt is complete and gives the numbers of the full evaluation of that checkpoint."""
+evaluation of best.pt is complete and gives the numbers of the full evaluation of that checkpoint;
+backbone features of an image set are computed once per run, and read from a store after."""
 
 import pytest
 import torch
@@ -8,21 +9,22 @@ import torch
 from haloae.category_data import prepare_data
 from haloae.checkpoint import load_checkpoint, read_checkpoint
 from haloae.config import HaloAEConfig
+from haloae.data import normalize
 from haloae.evaluation import (
     EpochValidation,
-    FeatureCache,
     _forward,
     epoch_norm_indices,
     evaluate,
     evaluate_splits,
     fit_scorer,
 )
+from haloae.features import FeatureCache, RunFeatures
 from haloae.metrics import evaluate_maps
 from haloae.model import HaloAE
 from haloae.scoring import AnomalyScorer
 from haloae.synth import generate
-from haloae.train import finish, fit_epochs, fit_standardization
-from haloae.vocab import BEST_EPOCH, BEST_FILE, DEFAULT_OBJECTIVE
+from haloae.train import finish, fit, fit_epochs, fit_standardization
+from haloae.vocab import BEST_EPOCH, BEST_FILE, DEFAULT_OBJECTIVE, VAL
 
 CATEGORY = "synth_disc"
 CPU = torch.device("cpu")
@@ -83,8 +85,12 @@ def test_epoch_validation_computes_the_objective_and_cheap_aurocs_only(synth_roo
     fit_scorer(model, scorer, data.train_good, None, CPU, 16)  # both maps: the full evaluation below needs them
     metrics = EpochValidation(model, scorer, data, CPU, 16, DEFAULT_OBJECTIVE)()  # refits the fm map: the same
     assert {"val/image_auroc", "val/image_auroc_max", "val/image_auroc_mean", "val/pixel_auroc"} <= set(metrics)
-    assert not [k for k in metrics if "aupro" in k or "/defect/" in k or k.startswith(("val/aim", "val/cls", "val/afm/"))]
-    full, _ = evaluate(model, scorer, data.val, FeatureCache(model, CPU, 16).get("val", data.val.images), CPU, 16, "val")
+    assert not [
+        k for k in metrics if "aupro" in k or "/defect/" in k or k.startswith(("val/aim", "val/cls", "val/afm/"))
+    ]
+    full, _ = evaluate(
+        model, scorer, data.val, FeatureCache(model, CPU, 16).get("val", data.val.images), CPU, 16, "val"
+    )
     assert all(metrics[k] == full[k] for k in metrics)  # the same numbers, for the same map
     aupro = EpochValidation(model, scorer, data, CPU, 16, "val/afm/aupro")()
     assert "val/afm/aupro" in aupro and "val/afm/image_auroc" in aupro and not [k for k in aupro if "/defect/" in k]
@@ -136,3 +142,58 @@ def test_finish_gives_the_full_evaluation_of_the_same_checkpoint(synth_root, tmp
     torch.testing.assert_close(stored["scorer"]["mean_im_map"], reference.mean_im_map, rtol=0, atol=0)
     assert stored["epoch"] == best["epoch"] and stored["metrics"] == best["metrics"]
     assert finish(tmp_path, data, CPU).metrics == result.metrics  # again: the same numbers
+
+
+def _count_batches(monkeypatch, batch: torch.Tensor | None = None) -> list[int]:
+    """How often ``batch`` (normalised images) goes through the backbone, in every model instance
+    (finish loads its own from best.pt); without ``batch``, how many images do."""
+    seen, features = [0], HaloAE.features
+
+    def counting(self, x):
+        seen[0] += len(x) if batch is None else x.shape == batch.shape and torch.equal(x, batch)
+        return features(self, x)
+
+    monkeypatch.setattr(HaloAE, "features", counting)
+    return seen
+
+
+def test_one_run_computes_the_validation_features_once(synth_root, tmp_path, monkeypatch):
+    """Epoch validation (every epoch) and the final evaluation of best.pt share one set of val
+    features. Old code: once in the first epoch's validation and again in evaluate_splits."""
+    cfg = _cfg()
+    data = prepare_data(cfg, synth_root, CATEGORY)
+    seen = _count_batches(monkeypatch, normalize(data.val.images[:16]))
+    result = fit(cfg, data, tmp_path, progress=False)
+    assert seen[0] == 1 and "test/image_auroc" in result.metrics
+
+
+class DictStore:
+    """A ``FeatureStore`` in memory: what ``sweeps.datacache.FeatureDiskStore`` is on disk."""
+
+    def __init__(self) -> None:
+        self.saved: dict[str, torch.Tensor] = {}
+
+    def load(self, key: str) -> torch.Tensor | None:
+        return self.saved.get(key)
+
+    def save(self, key: str, features: torch.Tensor) -> None:
+        self.saved[key] = features
+
+
+def test_a_store_serves_another_instance_of_the_backbone_and_never_a_training_one(synth_root, monkeypatch):
+    """Another run (or best.pt's model) with the same backbone reads the stored set; a backbone with
+    a parameter that trains is computed on every call and never stored. Old code: no store."""
+    cfg = _cfg()
+    data = prepare_data(cfg, synth_root, CATEGORY)
+    model, _ = _fresh(cfg, data)
+    store = DictStore()
+    first = FeatureCache(model, CPU, 16, RunFeatures(store)).get(VAL, data.val.images)
+    seen = _count_batches(monkeypatch)
+    other = HaloAE(cfg.replace(**{"optim.lr": 1e-3, "model.block_size": 3}))  # other knobs after the backbone
+    other.backbone.load_state_dict(model.backbone.state_dict())
+    assert torch.equal(FeatureCache(other, CPU, 16, RunFeatures(store)).get(VAL, data.val.images), first)
+    assert seen[0] == 0 and len(store.saved) == 1
+    next(model.backbone.parameters()).requires_grad_(True)
+    cache = FeatureCache(model, CPU, 16, RunFeatures(store))
+    assert torch.equal(cache.get(VAL, data.val.images), first) and torch.equal(cache.get(VAL, data.val.images), first)
+    assert seen[0] == 2 * len(data.val) and len(store.saved) == 1

@@ -23,7 +23,9 @@ def _closed_port() -> int:
 @pytest.mark.parametrize("scheme", ["http", "postgresql+psycopg2"])
 def test_unreachable_server_is_one_line_naming_host_and_port_not_the_password(scheme):
     port = _closed_port()
-    with pytest.raises(TrackingUnreachableError, match=f"mlflow.tracking_uri: .*127.0.0.1:{port} does not answer") as err:
+    with pytest.raises(
+        TrackingUnreachableError, match=f"mlflow.tracking_uri: .*127.0.0.1:{port} does not answer"
+    ) as err:
         check_reachable(f"{scheme}://user:secret@127.0.0.1:{port}/db", "spec.yaml")
     assert "secret" not in str(err.value) and str(err.value).startswith("spec.yaml: ")
 
@@ -68,6 +70,34 @@ def _store(tmp_path):
     return uri, parent
 
 
+def test_experiment_without_artifact_location_keeps_artifacts_beside_its_sqlite_store(tmp_path, monkeypatch):
+    """No artifact location given: a sqlite store's experiment keeps its artifacts beside the
+    database, wherever the caller runs from (MLflow's own default is ./mlruns of the cwd)."""
+    from mlflow.tracking import MlflowClient
+
+    from sweeps import tracking
+
+    sweep, elsewhere = tmp_path / "sweep", tmp_path / "elsewhere"
+    sweep.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    uri = f"sqlite:///{sweep / 'mlflow.db'}"
+    parent = tracking.ensure_parent_run(uri, "exp", "beside", "0" * 64, None, ["variant"], artifacts=None)
+    exp = MlflowClient(uri).get_experiment_by_name("exp")
+    assert exp.artifact_location == (sweep / "artifacts").as_uri()  # old code: <elsewhere>/mlruns/1
+    assert exp.artifact_location == tracking.artifact_location(uri, sweep), "as the runner gives a local sweep"
+    MlflowClient(uri).log_text(parent, "x", "note.txt")
+    assert (sweep / "artifacts").is_dir() and not (elsewhere / "mlruns").exists()
+    # a relative sqlite URI is relative to the cwd, and so are its artifacts; servers decide for themselves
+    assert (
+        tracking.store_artifact_location("sqlite:///rel/mlflow.db?timeout=5")
+        == (elsewhere / "rel" / "artifacts").as_uri()
+    )
+    assert tracking.store_artifact_location("http://127.0.0.1:5000") is None
+    assert tracking.store_artifact_location("postgresql://u:p@db/mlflow") is None
+    assert tracking.store_artifact_location("sqlite:///:memory:") is None
+
+
 def _out(folder):
     folder.mkdir(parents=True, exist_ok=True)  # a unit's run folder, as haloae.train leaves it
     return folder
@@ -87,12 +117,17 @@ def test_latest_val_is_the_best_checkpoints_and_epochs_are_curves(tmp_path):
     uri, parent = _store(tmp_path)
     run, cfg = _unit(uri, parent, "abc_00000", "haloae", "synth_disc", 0)
     for epoch, auroc in enumerate([0.6, 0.9, 0.7]):  # the best epoch (1) is not the last
-        run.log_epoch(epoch, {"train/loss": 1.0 / (epoch + 1), "val/image_auroc": auroc, "val/afm/image_auroc": auroc, "epoch": epoch})
+        run.log_epoch(
+            epoch,
+            {"train/loss": 1.0 / (epoch + 1), "val/image_auroc": auroc, "val/afm/image_auroc": auroc, "epoch": epoch},
+        )
     final = {"val/image_auroc": 0.9, "val/afm/image_auroc": 0.9, "test/image_auroc": 0.8, "best_epoch": 1}
     run.finish(final, _out(tmp_path / "out"), cfg)
     client = MlflowClient(uri)
     logged = client.get_run(run.run_id)
-    assert logged.data.metrics["val/image_auroc"] == 0.9 and logged.data.metrics["val/afm/image_auroc"] == 0.9  # old code: 0.7
+    assert (
+        logged.data.metrics["val/image_auroc"] == 0.9 and logged.data.metrics["val/afm/image_auroc"] == 0.9
+    )  # old code: 0.7
     assert [(m.step, m.value) for m in client.get_metric_history(run.run_id, "val/image_auroc")] == [(1, 0.9)]
     curve = sorted((m.step, m.value) for m in client.get_metric_history(run.run_id, "curve/val/image_auroc"))
     assert curve == [(0, 0.6), (1, 0.9), (2, 0.7)]
@@ -116,7 +151,9 @@ def test_a_restarted_trial_logs_no_epoch_its_killed_attempt_already_logged(tmp_p
     again.finish({"val/image_auroc": 0.5, "test/image_auroc": 0.8, "best_epoch": 2}, _out(tmp_path / "out"), cfg)
     client = MlflowClient(uri)
     for key in ("train/loss", "curve/val/image_auroc", "epoch"):
-        assert sorted(m.step for m in client.get_metric_history(first.run_id, key)) == [0, 1, 2], key  # old code: [0, 1, 1, 2]
+        assert sorted(m.step for m in client.get_metric_history(first.run_id, key)) == [0, 1, 2], (
+            key
+        )  # old code: [0, 1, 1, 2]
     assert client.get_run(first.run_id).info.status == "FINISHED"
 
 
@@ -125,20 +162,30 @@ def test_child_runs_are_named_by_variant_category_seed_with_those_as_params(tmp_
 
     assert run_name("haloae", "synth_disc", 0) == "haloae/synth_disc/s0"
     assert run_name("haloae", "synth_disc", 1, "d9fea_00012", several=True) == "haloae/synth_disc/s1-t12"
-    assert run_name("haloae", "synth_disc", 1, "d9fea_00012", several=False, stage="confirm") == "haloae/synth_disc/s1-confirm"
+    assert (
+        run_name("haloae", "synth_disc", 1, "d9fea_00012", several=False, stage="confirm")
+        == "haloae/synth_disc/s1-confirm"
+    )
     uri, parent = _store(tmp_path)
     run, _ = _unit(uri, parent, "abc_00003", "equal_weights", "synth_brick", 2, name="equal_weights/synth_brick/s2")
     logged = run.mlf.get_run(run.run_id)
     assert logged.info.run_name == "equal_weights/synth_brick/s2"
     params = logged.data.params
-    assert (params["variant"], params["category"], params["seed"], params["train.seed"]) == ("equal_weights", "synth_brick", "2", "2")
+    assert (params["variant"], params["category"], params["seed"], params["train.seed"]) == (
+        "equal_weights",
+        "synth_brick",
+        "2",
+        "2",
+    )
 
 
 def test_several_configurations_per_variant_get_the_trial_index(tmp_path):
     from sweeps.loading import load_spec
     from sweeps.trainable import several_configurations
 
-    assert not several_configurations(load_spec(tiny_spec(tmp_path, "plain", variants=["haloae", "equal_weights"], seeds=[0, 1])))
+    assert not several_configurations(
+        load_spec(tiny_spec(tmp_path, "plain", variants=["haloae", "equal_weights"], seeds=[0, 1]))
+    )
     grid = tiny_spec(tmp_path, "grid", search={"algorithm": "grid", "space": {"optim.lr": {"grid": [1e-3, 1e-2]}}})
     assert several_configurations(load_spec(grid))
 
@@ -181,10 +228,17 @@ def test_runs_page_link_opens_the_model_training_view_in_the_sweeps_stored_view(
 
     from sweeps.ui_view import runs_page
 
-    assert runs_page("http://127.0.0.1:5000/", "7") == "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
-    assert runs_page("http://h:5000", "7", "s1").endswith("/#/experiments/7/runs?workflowType=machine_learning&viewStateShareKey=haloae-s1")
+    assert (
+        runs_page("http://127.0.0.1:5000/", "7")
+        == "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+    )
+    assert runs_page("http://h:5000", "7", "s1").endswith(
+        "/#/experiments/7/runs?workflowType=machine_learning&viewStateShareKey=haloae-s1"
+    )
     uri, parent = _store(tmp_path)
     client = MlflowClient(uri)
     state = json.loads(client.get_experiment_by_name("exp").tags["mlflow.sharedViewState.haloae-one-truth"])
     assert state["runsExpanded"] == {parent: True} and state["orderByKey"] == "metrics.`val/image_auroc`"
-    assert {"params.`variant`", "params.`category`", "params.`seed`", "metrics.`test/image_auroc`"} <= set(state["selectedColumns"])
+    assert {"params.`variant`", "params.`category`", "params.`seed`", "metrics.`test/image_auroc`"} <= set(
+        state["selectedColumns"]
+    )

@@ -17,11 +17,26 @@ from tests.helpers.sweeps import tiny_spec
 
 
 def test_units_per_category_and_mean(tmp_path):
-    per_category = load_spec(tiny_spec(tmp_path, "a", objective={"metric": "val/image_auroc", "mode": "max", "aggregate": "per_category"}))
+    per_category = load_spec(
+        tiny_spec(tmp_path, "a", objective={"metric": "val/image_auroc", "mode": "max", "aggregate": "per_category"})
+    )
     assert trial_units(per_category, {"category": "synth_disc", "seed": 0}) == [("synth_disc", 0)]
-    mean = load_spec(tiny_spec(tmp_path, "b", seeds=[0, 1], search={"algorithm": "optuna", "num_samples": 1, "space": {"optim.lr": {"loguniform": [1e-4, 1e-2]}}},
-                               objective={"metric": "val/image_auroc", "mode": "max", "aggregate": "mean"}, purpose="search"))
-    assert sorted(trial_units(mean, {})) == [("synth_brick", 0), ("synth_brick", 1), ("synth_disc", 0), ("synth_disc", 1)]
+    mean = load_spec(
+        tiny_spec(
+            tmp_path,
+            "b",
+            seeds=[0, 1],
+            search={"algorithm": "optuna", "num_samples": 1, "space": {"optim.lr": {"loguniform": [1e-4, 1e-2]}}},
+            objective={"metric": "val/image_auroc", "mode": "max", "aggregate": "mean"},
+            purpose="search",
+        )
+    )
+    assert sorted(trial_units(mean, {})) == [
+        ("synth_brick", 0),
+        ("synth_brick", 1),
+        ("synth_disc", 0),
+        ("synth_disc", 1),
+    ]
 
 
 def test_aggregate_is_the_mean_of_shared_finite_metrics():
@@ -38,6 +53,71 @@ def test_booked_cpus_limit_torch_threads(tmp_path):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["finished", "failed"])
+def test_a_trial_run_in_process_gives_the_caller_its_thread_count_back(tmp_path, monkeypatch, fails):
+    """The trial trains with its booked CPUs (1 here) as in a Ray actor, but called in-process (a
+    test, a notebook) it leaves the caller's torch threads as they were, also when it fails.
+    Checked here in the body: the autouse fixture of conftest restores the count only afterwards."""
+    from haloae.vocab import ENV_DATA_CACHE, ENV_INJECT_FAULT
+    from sweeps import tracking, trainable
+    from sweeps.runner import generate_data
+    from tests.helpers.sweeps import trial_runs
+
+    monkeypatch.setenv(ENV_DATA_CACHE, str(tmp_path / "cache"))
+    if fails:
+        monkeypatch.setenv(ENV_INJECT_FAULT, f"epoch=0,marker={tmp_path / 'fault'}")
+    spec = load_spec(
+        tiny_spec(
+            tmp_path,
+            "threads",
+            resources={"cpu": 1},
+            overrides={"train.epochs": 1, "train.steps_per_epoch": 1},
+            data={"synthetic": {"categories": ["synth_disc"], "size": 32, "seed": 0}, "categories": "all"},
+        )
+    )
+    generate_data(spec)
+    parent = tracking.ensure_parent_run(
+        spec.tracking_uri(),
+        spec.experiment_name(),
+        spec.name,
+        spec.sha256(),
+        None,
+        [],
+        artifacts=tracking.artifact_location(spec.tracking_uri(), spec.sweep_dir()),
+    )
+    seen = []
+    train = trainable._train
+    monkeypatch.setattr(trainable, "_train", lambda *a, **k: (seen.append(torch.get_num_threads()), train(*a, **k)))
+    torch.set_num_threads(2)  # the caller's own count, not the booked one
+    if fails:
+        with pytest.raises(FloatingPointError, match="injected"):
+            trainable.run_trial(
+                {"variant": "haloae", "category": "synth_disc", "seed": 0}, spec=spec, parent_run_id=parent
+            )
+    else:
+        trainable.run_trial({"variant": "haloae", "category": "synth_disc", "seed": 0}, spec=spec, parent_run_id=parent)
+    assert seen == [1], "the trial trains with its booked CPUs"
+    assert torch.get_num_threads() == 2  # old code: 1, for the rest of the session
+    (run,) = trial_runs(spec.tracking_uri(), spec.experiment_name())
+    assert run.info.status == ("FAILED" if fails else "FINISHED")
+
+
+def test_the_gpu_memory_share_of_an_in_process_trial_is_put_back(tmp_path, monkeypatch):
+    """The booked GPU fraction caps the trial, then the caller's cap is back (CUDA faked: no GPU here)."""
+    from sweeps.trainable import _process_limits_restored
+
+    fractions = [0.5]  # the caller's own cap
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda device=None: fractions[-1])
+    monkeypatch.setattr(
+        torch.cuda, "set_per_process_memory_fraction", lambda fraction, device=None: fractions.append(fraction)
+    )
+    spec = load_spec(tiny_spec(tmp_path, "gpu", resources={"cpu": 1, "gpu": 0.25}))
+    during = _process_limits_restored(lambda: (_limit_resources(spec), fractions[-1])[1])()
+    assert during == 0.25 and fractions[-1] == 0.5
 
 
 def test_data_cache_builds_once_then_memory_maps(tmp_path):

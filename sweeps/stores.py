@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import random
 import sqlite3
 import sys
@@ -97,12 +98,66 @@ def store_uri(tracking_uri: str) -> str:
 
 @functools.cache
 def _use_wal(path: Path) -> None:
-    """Switch the file to the WAL journal (persistent: later openers get it too), once per process."""
+    """Switch the file to the WAL journal (persistent: later openers get it too), once per process;
+    a file that does not exist yet starts as a copy of the migrated empty store (``seed_store``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        seed_store(path)
     if filesystem_type(path.parent) in NETWORK_FILESYSTEMS:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)) as conn:
         conn.execute("PRAGMA journal_mode=WAL")
+
+
+def seed_store(path: Path, cache_dir: str | Path | None = None) -> None:
+    """Create the sqlite store ``path`` as a copy of an empty store that this MLflow version has
+    already migrated, kept in the user's private cache folder (``sweeps.datacache.private_dir``).
+
+    MLflow creates a new sqlite store by running every one of its schema migrations (alembic: ~1 s
+    of a sweep's start, paid by every sweep); a copy of the migrated file costs milliseconds. The
+    template is made by MLflow itself, once per MLflow version and schema head, without its Default
+    experiment, whose artifact location MLflow derives from the working directory: the first open
+    of the copy creates it, as for a new file. A failure here leaves MLflow to create the file."""
+    try:
+        template = _store_template(cache_dir)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.part")
+        with contextlib.closing(sqlite3.connect(template)) as src, contextlib.closing(sqlite3.connect(partial)) as dst:
+            src.backup(dst)
+        os.replace(partial, path)  # whole or absent: a concurrent opener never sees half a file
+    except Exception as exc:  # noqa: BLE001 - the template is a shortcut; MLflow's own creation stays
+        from sweeps.tracking import one_line
+
+        reason = one_line(f"{type(exc).__name__}: {exc}", 300)
+        print(f"note: {path}: created by MLflow's migrations (the migrated template failed: {reason})", file=sys.stderr)
+
+
+def _store_template(cache_dir: str | Path | None) -> Path:
+    import hashlib
+
+    import mlflow.store.db_migrations
+    from filelock import FileLock
+    from mlflow.tracking import MlflowClient
+    from mlflow.version import VERSION
+
+    from sweeps.datacache import private_dir
+
+    # the schema is the installed MLflow's migration scripts: their names key the template (reading
+    # alembic's head revision would parse every script, which is what the template saves)
+    versions = Path(mlflow.store.db_migrations.__file__).parent / "versions"
+    scripts = hashlib.sha256("\n".join(sorted(p.name for p in versions.glob("*.py"))).encode()).hexdigest()[:12]
+    template = private_dir(cache_dir) / f"mlflow-store-{VERSION}-{scripts}.db"
+    with FileLock(f"{template}.lock"):
+        if not template.exists():
+            building = template.with_suffix(f".{os.getpid()}.part")
+            building.unlink(missing_ok=True)
+            client = MlflowClient(tracking_uri=f"sqlite:///{building}")
+            client.search_experiments()  # the store exists and is migrated once this answers
+            client._tracking_client.store.engine.dispose()
+            with contextlib.closing(sqlite3.connect(building)) as conn, conn:
+                conn.execute("DELETE FROM experiment_tags WHERE experiment_id = 0")
+                conn.execute("DELETE FROM experiments WHERE experiment_id = 0")
+            os.replace(building, template)
+    return template
 
 
 def filesystem_type(folder: Path) -> str:

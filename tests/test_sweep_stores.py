@@ -105,3 +105,39 @@ def test_retries_are_bounded_and_only_for_a_locked_database(monkeypatch):
 
 def test_a_server_client_is_not_wrapped():
     assert type(stores.writer_client("http://127.0.0.1:5000")).__name__ == "MlflowClient"
+
+
+def test_a_new_sqlite_store_is_a_copy_of_the_migrated_template_not_a_new_migration(tmp_path, monkeypatch):
+    import mlflow.store.db.utils as db_utils
+
+    monkeypatch.setenv("HALOAE_DATA_CACHE", str(tmp_path / "cache"))
+    tracking.client(f"sqlite:///{tmp_path}/first/mlflow.db").search_experiments()  # makes the template
+
+    def no_migrations(engine):
+        raise AssertionError("a new sqlite store ran MLflow's migrations")
+
+    monkeypatch.setattr(db_utils, "_initialize_tables", no_migrations)
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    path = tmp_path / "second" / "mlflow.db"
+    mlf = tracking.client(f"sqlite:///{path}")
+    [default] = mlf.search_experiments()
+    # the Default experiment is MLflow's own, made for this file from this working directory
+    assert (default.experiment_id, default.name) == ("0", "Default")
+    assert default.artifact_location.rstrip("/").endswith(f"{elsewhere.name}/mlruns/0")
+    run = mlf.create_run(mlf.create_experiment("x", artifact_location=str(tmp_path / "art")))
+    mlf.log_metric(run.info.run_id, "m", 1.0)
+    assert mlf.get_run(run.info.run_id).data.metrics == {"m": 1.0}
+    assert journal_mode(path) == "wal"
+
+
+def test_a_failed_template_leaves_the_store_to_mlflow(tmp_path, monkeypatch, capsys):
+    def broken(cache_dir):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(stores, "_store_template", broken)
+    path = tmp_path / "mlflow.db"
+    tracking.client(f"sqlite:///{path}").create_experiment("x")
+    assert "migrated template failed: OSError: disk full" in capsys.readouterr().err
+    assert [e.name for e in tracking.client(f"sqlite:///{path}").search_experiments()] == ["x", "Default"]

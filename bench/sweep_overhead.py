@@ -6,9 +6,10 @@
     sweep   ``run_sweep`` of the same definition on a local Ray with 2 CPUs: Ray start, a trial
             actor per trial (actors reused), per-epoch ``tune.report`` with a checkpoint copied to
             storage, MLflow child runs with per-epoch metrics and artifacts, per-node data cache
-            (emptied first; the migrated MLflow store template it
-            keeps, made once per MLflow version, stays). Two layouts: one trial at a time on 2 CPUs (pure overhead), and two
-            concurrent trials on 1 CPU each (what a user would run on 2 cores).
+            (the bench's own temporary folder, never ``$HALOAE_DATA_CACHE``: emptied before each
+            layout, except the migrated MLflow store template, made by the first sweep and kept).
+            Two layouts: one trial at a time on 2 CPUs (pure overhead), and two concurrent trials
+            on 1 CPU each (what a user would run on 2 cores).
 
 All run in this one process, one after the other, on the same definition; the loop runs first and
 last, and the ratios are taken against the mean of its two runs, which brackets the sweeps (on a
@@ -89,12 +90,11 @@ def run_loop(spec) -> tuple[float, int]:
     return time.perf_counter() - t0, len(trials), None
 
 
-def run_as_sweep(spec) -> tuple[float, int]:
+def run_as_sweep(spec, cache: Path) -> tuple[float, int, float]:
     import ray
 
     from sweeps.runner import run_sweep
 
-    cache = Path(os.environ.setdefault("HALOAE_DATA_CACHE", tempfile.mkdtemp(prefix="haloae-cache-")))
     for entry in cache.iterdir():  # a cold data and feature cache (fair to the loop); the migrated
         if not entry.name.startswith(STORE_TEMPLATE):  # store template is made once per MLflow version
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
@@ -108,27 +108,50 @@ def run_as_sweep(spec) -> tuple[float, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sweeps.loading import load_spec
-    from sweeps.runner import prepare
+    from haloae.vocab import ENV_DATA_CACHE
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--steps", type=int, default=120)
     args = p.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="sweep-overhead-"))
+    # the trials' cache is always the bench's own (it is emptied below): a user's $HALOAE_DATA_CACHE
+    # is set aside for the run and given back after; the trials inherit the variable from here
+    cache, users_cache = Path(tempfile.mkdtemp(prefix="haloae-cache-")), os.environ.get(ENV_DATA_CACHE)
+    os.environ[ENV_DATA_CACHE] = str(cache)
+    try:
+        rows = run_layouts(root, cache, args.epochs, args.steps)
+    finally:
+        if users_cache is None:
+            os.environ.pop(ENV_DATA_CACHE, None)
+        else:
+            os.environ[ENV_DATA_CACHE] = users_cache
+        shutil.rmtree(cache, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
+    report(rows, args.epochs, args.steps)
+    return 0
+
+
+def run_layouts(root: Path, cache: Path, epochs: int, steps: int) -> list[tuple[str, float, int, float | None]]:
+    from sweeps.loading import load_spec
+    from sweeps.runner import prepare
+
     # the loop runs before and after the sweeps: the machine's speed drifts (shared hosts), and the
     # mean of the two brackets the sweeps; their difference is printed as the drift
     layouts = [("loop", 2.0, 1), ("sweep 1x2cpu", 2.0, 1), ("sweep 2x1cpu", 1.0, 2), ("loop again", 2.0, 1)]
     rows = []
     for label, cpu, concurrent in layouts:
-        spec = load_spec(definition(root / label.replace(" ", "_"), "overhead", args.epochs, args.steps, cpu, concurrent))
+        spec = load_spec(definition(root / label.replace(" ", "_"), "overhead", epochs, steps, cpu, concurrent))
         prepare(spec)  # synthetic data generated outside the timed region, for both
-        seconds, n, in_trials = run_loop(spec) if label.startswith("loop") else run_as_sweep(spec)
+        seconds, n, in_trials = run_loop(spec) if label.startswith("loop") else run_as_sweep(spec, cache)
         rows.append((label, seconds, n, in_trials))
-    shutil.rmtree(root, ignore_errors=True)
+    return rows
+
+
+def report(rows: list[tuple[str, float, int, float | None]], epochs: int, steps: int) -> None:
     loops = [seconds for label, seconds, _, _ in rows if label.startswith("loop")]
     base, n = sum(loops) / len(loops), rows[0][2]
-    print(f"# bench/sweep_overhead.py: {n} trials (tiny preset, 64 px, {args.epochs} epochs x {args.steps} steps), 2 CPUs")
+    print(f"# bench/sweep_overhead.py: {n} trials (tiny preset, 64 px, {epochs} epochs x {steps} steps), 2 CPUs")
     print(f"# ratios against the mean of the two loop runs ({base:.1f} s, {base / n:.1f} s per trial); "
           f"drift between them {100 * (loops[1] / loops[0] - 1):+.1f}%")
     print(f"{'layout':14s} {'trials':>6s} {'wall s':>8s} {'ratio':>6s} {'overhead':>9s} {'start s':>8s} {'per trial s':>12s}")
@@ -137,7 +160,6 @@ def main(argv: list[str] | None = None) -> int:
         if in_trials is not None and label.startswith("sweep 1x"):  # serial: wall = start + trials
             split = f" {seconds - in_trials:8.1f} {(in_trials - base) / n:12.2f}"
         print(f"{label:14s} {n:6d} {seconds:8.1f} {seconds / base:6.2f} {100 * (seconds / base - 1):8.1f}%{split}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -76,6 +76,10 @@ class ModelConfig:
     image_decoder_widths: tuple[int, ...] = (380, 190, 95, 47, 23)  # 3x3 convs, then 2 tails to 3
     image_decoder_final_relu: bool = True  # the code's last ReLU (output >= 0, a known defect)
     classifier: bool = True  # block E: Linear on the flattened im_hat (fm_hat without block D)
+    # True: block E learns on a stop-gradient copy of the reconstruction, so L_cls trains the
+    # classifier only. Otherwise its gradient reaches the auto-encoder, which then learns to
+    # reproduce the CutPaste patches the classifier must see: the defects its maps should miss.
+    classifier_detach: bool = False
     cae_latent_dim: int = 29  # block_c_cnn: latent channels of the DFR 1x1-conv feature AE
     ae_latent_dim: int = 100  # ae_l2 / ae_ssim: Bergmann et al.'s latent size
 

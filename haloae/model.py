@@ -272,6 +272,7 @@ class HaloAE(nn.Module):
         self.image_autoencoder = m.arch in IMAGE_AE_ARCHS  # image in, image out: no fm
         # block E reads im_hat, or fm_hat where there is no block D (Table 3's "no image decoder")
         self.classifies_image = m.image_decoder
+        self.classifier_detach = m.classifier_detach
         backbone, image_decoder, classifier = Absent(), Absent(), Absent()
         if self.image_autoencoder:
             ae = ConvImageAE(m.image_size, m.ae_latent_dim)
@@ -344,7 +345,8 @@ class HaloAE(nn.Module):
         code = self.encoder(fm)
         fm_hat = self.decoder(code)
         im_hat = self.image_decoder(fm_hat)
-        logits = self.classifier(im_hat if self.classifies_image else fm_hat)
+        reconstruction = im_hat if self.classifies_image else fm_hat
+        logits = self.classifier(reconstruction.detach() if self.classifier_detach else reconstruction)
         return HaloAEOutput(fm, code, fm_hat, im_hat, logits)
 
 

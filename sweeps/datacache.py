@@ -146,7 +146,9 @@ class FeatureDiskStore:
                 return
             try:
                 save_checkpoint({"key": key, "data_key": self.data_key, "features": features}, path)
-            except OSError as exc:  # a full disk (entries are GBs) costs later trials a recomputation, not this trial
+            # a full disk (entries are GBs) costs later trials a recomputation, not this trial; torch.save
+            # reports a failed write as RuntimeError ("PytorchStreamWriter failed writing file")
+            except (OSError, RuntimeError) as exc:
                 path.with_name(path.name + ".tmp").unlink(missing_ok=True)  # save_checkpoint's half-written file
                 warnings.warn(f"{path}: feature cache entry not written ({exc}); later trials compute it", stacklevel=2)
 

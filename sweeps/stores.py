@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The tracking store under concurrent trials: the sqlite file made safe for one machine's
-concurrency, and the warning when a sweep runs more concurrent trials than its store holds.
+"""The tracking store under concurrent trials: the sqlite file (its path, its artifacts folder, its
+creation from a migrated template) made safe for one machine's concurrency, and the warning when a
+sweep runs more concurrent trials than its store holds.
 
 sqlite (the default, ``<sweep>/mlflow.db``) serialises writers on one file lock. MLflow opens it
 with Python's 5 s lock wait and the rollback journal, where a reader also blocks the writer:
@@ -25,6 +26,7 @@ import contextlib
 import functools
 import os
 import random
+import secrets
 import sqlite3
 import sys
 import time
@@ -33,6 +35,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from sweeps.schema import SweepSpec
 
@@ -45,10 +49,28 @@ NETWORK_FILESYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs"
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI, None for any other store."""
-    if not tracking_uri.startswith("sqlite:///"):
+    """The database file of a sqlite URI as SQLAlchemy (and so MLflow) reads it: ``sqlite:///rel.db``
+    is relative to the working directory, ``sqlite:////abs/x.db`` absolute; None for an in-memory
+    database and for any other store."""
+    if not tracking_uri.startswith("sqlite"):
         return None
-    return Path(urllib.parse.urlsplit(tracking_uri).path)
+    try:
+        url = make_url(tracking_uri)
+    except ArgumentError:
+        return None
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database)
+
+
+def store_artifact_location(tracking_uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts when the caller names no place: for a sqlite
+    file, the ``artifacts`` folder beside the database (``<sweep>/artifacts`` for the default
+    ``<sweep>/mlflow.db``), instead of MLflow's ``./mlruns`` of whatever the current directory is.
+    None for any other store: a tracking server decides (proxied artifacts), a file store keeps them
+    under its own root, an in-memory sqlite has no file."""
+    path = sqlite_path(tracking_uri)
+    return None if path is None else (path.parent / "artifacts").resolve().as_uri()
 
 
 def writer_client(tracking_uri: str) -> MlflowClient:
@@ -89,7 +111,7 @@ def store_uri(tracking_uri: str) -> str:
     path = sqlite_path(tracking_uri)
     if path is None:
         return tracking_uri
-    _use_wal(path)
+    _use_wal(path.absolute())  # the file a relative URI names now: a later chdir names another
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(tracking_uri).query)
     if "timeout" in query:
         return tracking_uri
@@ -117,13 +139,23 @@ def seed_store(path: Path, cache_dir: str | Path | None = None) -> None:
     of a sweep's start, paid by every sweep); a copy of the migrated file costs milliseconds. The
     template is made by MLflow itself, once per MLflow version and schema head, without its Default
     experiment, whose artifact location MLflow derives from the working directory: the first open
-    of the copy creates it, as for a new file. A failure here leaves MLflow to create the file."""
+    of the copy creates it, as for a new file. The copy is linked into place, never over a store
+    that another process created meanwhile. A failure here leaves MLflow to create the file."""
     try:
         template = _store_template(cache_dir)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.part")
-        with contextlib.closing(sqlite3.connect(template)) as src, contextlib.closing(sqlite3.connect(partial)) as dst:
-            src.backup(dst)
-        os.replace(partial, path)  # whole or absent: a concurrent opener never sees half a file
+        partial = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+        try:
+            with contextlib.closing(_read_only(template)) as src, contextlib.closing(sqlite3.connect(partial)) as dst:
+                src.backup(dst)
+            if not _migrated(partial):
+                raise sqlite3.DatabaseError(f"{template}: not a migrated MLflow store")
+            # whole or absent, and never over another's: a store created since the caller looked (by a
+            # concurrent trial's seed or by MLflow) may already hold runs. No hard links on this
+            # filesystem (an OSError): the note below, and MLflow creates the file where it is absent
+            with contextlib.suppress(FileExistsError):
+                os.link(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
     except Exception as exc:  # noqa: BLE001 - the template is a shortcut; MLflow's own creation stays
         from sweeps.tracking import one_line
 
@@ -147,7 +179,7 @@ def _store_template(cache_dir: str | Path | None) -> Path:
     scripts = hashlib.sha256("\n".join(sorted(p.name for p in versions.glob("*.py"))).encode()).hexdigest()[:12]
     template = private_dir(cache_dir) / f"mlflow-store-{VERSION}-{scripts}.db"
     with FileLock(f"{template}.lock"):
-        if not template.exists():
+        if not _migrated(template):  # absent, or left empty or damaged: built again
             building = template.with_suffix(f".{os.getpid()}.part")
             building.unlink(missing_ok=True)
             client = MlflowClient(tracking_uri=f"sqlite:///{building}")
@@ -158,6 +190,20 @@ def _store_template(cache_dir: str | Path | None) -> Path:
                 conn.execute("DELETE FROM experiments WHERE experiment_id = 0")
             os.replace(building, template)
     return template
+
+
+def _read_only(database: Path) -> sqlite3.Connection:
+    """``database`` opened read-only: one that is absent is an error, not created empty."""
+    return sqlite3.connect(f"file:{urllib.parse.quote(str(database.absolute()))}?mode=ro", uri=True)
+
+
+def _migrated(database: Path) -> bool:
+    """Whether ``database`` is a store that MLflow's migrations made (alembic recorded a revision)."""
+    try:
+        with contextlib.closing(_read_only(database)) as conn:
+            return conn.execute("SELECT version_num FROM alembic_version").fetchone() is not None
+    except sqlite3.Error:
+        return False
 
 
 def filesystem_type(folder: Path) -> str:

@@ -72,6 +72,7 @@ from haloae.vocab import (
     split_of,
 )
 from sweeps import stores
+from sweeps.stores import store_artifact_location  # still importable from here, as before
 
 MAX_PARAM_LENGTH = 6000  # MLflow 3 limit on a param value
 SERVER_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "mssql": 1433}  # default per scheme
@@ -123,26 +124,6 @@ def artifact_location(tracking_uri: str, sweep_dir: str | Path) -> str | None:
     if tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri:
         return (Path(str(sweep_dir)) / "artifacts").resolve().as_uri()
     return None
-
-
-def store_artifact_location(tracking_uri: str) -> str | None:
-    """Where a new experiment keeps its artifacts when the caller names no place: for a sqlite
-    file, the ``artifacts`` folder beside the database (``<sweep>/artifacts`` for the default
-    ``<sweep>/mlflow.db``, as ``artifact_location`` gives), instead of MLflow's ``./mlruns`` of
-    whatever the current directory is. None for any other store: a tracking server decides (proxied
-    artifacts), a file store keeps them under its own root, an in-memory sqlite has no file."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    if not tracking_uri.startswith("sqlite"):
-        return None
-    try:
-        url = make_url(tracking_uri)  # sqlite:///rel.db is relative, sqlite:////abs.db absolute
-    except ArgumentError:
-        return None
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-        return None
-    return (Path(url.database).parent / "artifacts").resolve().as_uri()
 
 
 def experiment_id(mlf: MlflowClient, name: str, artifacts: str | None = None) -> str:

@@ -221,3 +221,30 @@ def test_a_feature_entry_that_cannot_be_written_is_a_warning_not_a_failed_trial(
             "val", data.val.images
         )
     assert len(fm) == len(data.val) and [p.suffix for p in cache.glob("fm-*")] == [".lock"]  # no .pt, no .tmp
+
+
+def test_a_feature_entry_whose_torch_save_fails_is_a_warning_and_is_computed_again(cfg, root, tmp_path, monkeypatch):
+    """torch.save reports a failed write as RuntimeError (PytorchStreamWriter), not OSError."""
+    real_save = torch.save
+
+    def failing(obj, path, *args, **kwargs):
+        Path(path).write_bytes(b"half")
+        raise RuntimeError("[enforce fail at inline_container.cc:783] . PytorchStreamWriter failed writing file data/0")
+
+    cache = tmp_path / "cache"
+    data = cached_category_data(cfg, root, CATEGORY, cache)
+
+    def val_features():
+        torch.manual_seed(0)  # the same random backbone each time: the same entry
+        return FeatureCache(HaloAE(cfg), CPU, 16, RunFeatures(feature_store(cfg, root, CATEGORY, cache))).get(
+            "val", data.val.images
+        )
+
+    monkeypatch.setattr(torch, "save", failing)
+    with pytest.warns(UserWarning, match="feature cache entry not written .*PytorchStreamWriter failed writing file"):
+        fm = val_features()
+    assert len(fm) == len(data.val) and [p.suffix for p in cache.glob("fm-*")] == [".lock"]  # no .pt, no .tmp
+    monkeypatch.setattr(torch, "save", real_save)
+    seen = _count_images(monkeypatch)
+    assert torch.equal(val_features(), fm) and seen[0] == len(data.val)  # computed again, then written
+    assert len(list(cache.glob("fm-*.pt"))) == 1

@@ -195,3 +195,18 @@ def test_summary_counts_an_absent_part_as_zero():
     counts = {line.split()[0]: line.split()[-1] for line in result.output.splitlines()}
     assert counts["im_hat"] == counts["logits"] == "-"
     assert counts["image_decoder"] == counts["classifier"] == "0" and counts["encoder"] != "0"
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_classifier_detach_keeps_l_cls_out_of_the_auto_encoder(detach):
+    """``model.classifier_detach``: L_cls's gradient stops at block E's input, so the encoder,
+    decoders and image decoder learn from the reconstruction terms only; off, it reaches them all."""
+    torch.manual_seed(0)
+    model = HaloAE(_tiny(**{"model.backbone.weights": "random", "model.classifier_detach": detach})).train()
+    logits = model(torch.randn(4, 3, 32, 32)).logits
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 0, 1, 1])).backward()
+    assert model.classifier.weight.grad is not None and model.classifier.weight.grad.abs().sum() > 0
+    for part in ("encoder", "decoder", "image_decoder"):
+        grads = [p.grad for p in getattr(model, part).parameters() if p.requires_grad]
+        reached = any(g is not None and bool(g.abs().sum() > 0) for g in grads)
+        assert reached is not detach, part

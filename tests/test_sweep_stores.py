@@ -4,6 +4,7 @@ when a sweep's concurrent trials exceed what sqlite holds."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -141,3 +142,88 @@ def test_a_failed_template_leaves_the_store_to_mlflow(tmp_path, monkeypatch, cap
     tracking.client(f"sqlite:///{path}").create_experiment("x")
     assert "migrated template failed: OSError: disk full" in capsys.readouterr().err
     assert [e.name for e in tracking.client(f"sqlite:///{path}").search_experiments()] == ["x", "Default"]
+
+
+def _tables(path: Path) -> set[str]:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def test_a_store_created_while_the_copy_was_made_is_left_alone(tmp_path, monkeypatch):
+    """Another process creates the store between seed_store's check and its placement: theirs stays."""
+    cache, path = tmp_path / "cache", tmp_path / "mlflow.db"
+    stores._store_template(cache)  # made beforehand: only the copy's partial file is a .part below
+    real_connect = sqlite3.connect
+
+    def racing(database, *args, **kwargs):
+        if str(database).endswith(".part") and not path.exists():  # the copy is being made
+            with contextlib.closing(real_connect(path)) as theirs, theirs:
+                theirs.execute("CREATE TABLE sentinel (x)")
+                theirs.execute("INSERT INTO sentinel VALUES (1)")
+        return real_connect(database, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", racing)
+    stores.seed_store(path, cache)
+    monkeypatch.setattr(sqlite3, "connect", real_connect)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT x FROM sentinel").fetchall() == [(1,)]
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
+
+
+@pytest.mark.parametrize("damage", ["empty", "garbage", "vanished"])
+def test_an_empty_broken_or_vanished_template_is_never_copied_as_a_store(tmp_path, monkeypatch, capsys, damage):
+    cache, path = tmp_path / "cache", tmp_path / "mlflow.db"
+    template = stores._store_template(cache)
+    if damage == "vanished":  # removed after it was found, before it is copied
+        template.unlink()
+        monkeypatch.setattr(stores, "_store_template", lambda cache_dir: template)
+    else:
+        template.write_bytes(b"" if damage == "empty" else b"not a database" * 100)
+    stores.seed_store(path, cache)
+    if path.exists():  # a copy of a rebuilt template
+        assert {"alembic_version", "experiments", "runs"} <= _tables(path)
+    else:
+        assert "created by MLflow's migrations" in capsys.readouterr().err
+    if damage == "vanished":
+        assert not template.exists(), "a vanished template is not recreated empty"
+    assert [e.name for e in tracking.client(f"sqlite:///{path}").search_experiments()] == ["Default"]
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "sqlite:///rel.db",
+        "sqlite:///sub/rel.db?timeout=5",
+        "sqlite:////abs/x.db",
+        "sqlite:////abs/dir/x.db?timeout=5",
+    ],
+)
+def test_sqlite_path_reads_three_slashes_as_relative_and_four_as_absolute(uri):
+    from sqlalchemy.engine import make_url
+
+    assert stores.sqlite_path(uri) == Path(make_url(uri).database)
+
+
+@pytest.mark.parametrize("uri", ["sqlite:///:memory:", "sqlite://", "http://127.0.0.1:5000", "postgresql://u@db/m"])
+def test_sqlite_path_is_none_for_any_store_without_a_file(uri):
+    assert stores.sqlite_path(uri) is None
+
+
+def test_a_relative_sqlite_store_is_made_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("HALOAE_DATA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    tracking.client("sqlite:///rel.db").create_experiment("x")
+    assert journal_mode(tmp_path / "rel.db") == "wal"
+
+
+def test_without_hard_links_the_store_is_left_to_mlflow(tmp_path, monkeypatch, capsys):
+    def unsupported(src, dst):
+        raise PermissionError(1, "Operation not permitted", str(dst))
+
+    monkeypatch.setenv("HALOAE_DATA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(stores.os, "link", unsupported)
+    path = tmp_path / "mlflow.db"
+    stores.seed_store(path)
+    assert "created by MLflow's migrations (the migrated template failed: PermissionError" in capsys.readouterr().err
+    assert not path.exists() and [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
+    assert [e.name for e in tracking.client(f"sqlite:///{path}").search_experiments()] == ["Default"]

@@ -74,7 +74,7 @@ def run_variant(variant: str, overrides: list[str], args: argparse.Namespace) ->
     # FLOPs of one optimiser step on a real batch (the weights do not change the count)
     model = HaloAE(cfg.replace(**{"model.backbone.weights": "random"})).train()
     images, n = batch_views(data.train, epoch_indices(len(data.train), cfg, 0)[: cfg.train.batch_size])
-    flops = step_flops(model, HaloAELoss(cfg), images, n, torch.device("cpu"))
+    flops = step_flops(model, HaloAELoss(cfg), images, n, torch.device("cpu"), cfg.train.views_apart)
     step_s = statistics.mean(m["time/train_step_s"] for m in epochs)
     return {"metrics": result.metrics, "best_epoch": result.best_epoch, "minutes": minutes, "flops": flops,
             "step_s": step_s, "image_score": cfg.eval.image_score}

@@ -41,7 +41,7 @@ if str(REPO_ROOT) not in sys.path:
 from haloae.config import HaloAEConfig  # noqa: E402
 from haloae.losses import HaloAELoss  # noqa: E402
 from haloae.model import HaloAE, count_parameters  # noqa: E402
-from haloae.train import autocast_for, build_optimizer, train_step  # noqa: E402
+from haloae.train import autocast_for, build_optimizer, step_outputs, train_step  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -66,11 +66,11 @@ def matmul_peak_gflops(device: torch.device, repeats: int = 10) -> float:
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
-def step_flops(model, criterion, images, n, device) -> float:
+def step_flops(model, criterion, images, n, device, views_apart: bool = False) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter, autocast_for(device):
-        out = model(images)
+        out = step_outputs(model, images, n, views_apart)
         loss, _ = criterion(out, images, n, 0)
         loss.backward()
     model.zero_grad(set_to_none=True)
@@ -87,15 +87,15 @@ def measure(label: str, cfg: HaloAEConfig, device: torch.device, batch: int, ste
     views = 3 if cfg.cutpaste.enabled else 1
     images = torch.randn(views * batch, 3, size, size, device=device)
     autocast = autocast_for(device)
-    flops = step_flops(model, criterion, images, batch, device)
+    flops = step_flops(model, criterion, images, batch, device, cfg.train.views_apart)
     model.train()
     for _ in range(warmup):
-        train_step(model, criterion, optimizer, images, batch, 0, autocast)
+        train_step(model, criterion, optimizer, images, batch, 0, autocast, cfg.train.views_apart)
     sync(device)
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        train_step(model, criterion, optimizer, images, batch, 0, autocast)
+        train_step(model, criterion, optimizer, images, batch, 0, autocast, cfg.train.views_apart)
         sync(device)
         times.append(time.perf_counter() - t0)
     step_s = statistics.median(times)
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default="cpu")
     p.add_argument("--variants", nargs="+", default=["haloae", "attention_legacy", "attention_none"])
     p.add_argument("--set", action="append", default=[], dest="sets",
-                   help="a dotted override; each --set adds one configuration (after the variants)")
+                   help="dotted overrides, ';' between several; each --set adds one configuration (after the variants)")
     p.add_argument("--base", action="append", default=[], help="dotted override applied to every configuration")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--batch", type=int, default=None, help="originals per step (default: the preset's)")
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.allow_tf32 = True
     base = ["model.backbone.weights=random", *args.base]
     configs = [(v, HaloAEConfig.from_overrides(args.preset, base, variant=v)) for v in args.variants]
-    configs += [(s, HaloAEConfig.from_overrides(args.preset, [*base, s])) for s in args.sets]
+    configs += [(s, HaloAEConfig.from_overrides(args.preset, [*base, *s.split(";")])) for s in args.sets]
     peak = matmul_peak_gflops(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
     print(f"# bench/train_step.py  preset={args.preset}  device={name}  torch {torch.__version__}")

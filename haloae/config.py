@@ -150,6 +150,9 @@ class TrainConfig:
     # run records the precision it applied (auto resolved). The losses are always fp32
     # (haloae.losses: SSIM's variances cancel in bf16); evaluation runs in fp32.
     precision: str = "auto"
+    # True: the CutPaste views run through the model as a second batch, so BatchNorm's batch
+    # statistics for the originals (the only images L_fm and L_im score) come from originals only.
+    views_apart: bool = False
 
 
 @dataclass(frozen=True)

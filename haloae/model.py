@@ -349,6 +349,18 @@ class HaloAE(nn.Module):
         logits = self.classifier(reconstruction.detach() if self.classifier_detach else reconstruction)
         return HaloAEOutput(fm, code, fm_hat, im_hat, logits)
 
+    def forward_views(self, images: torch.Tensor) -> HaloAEOutput:
+        """``forward`` for CutPaste views, which only L_cls reads: under ``model.classifier_detach``
+        its gradient stops at block E, so the auto-encoder runs without autograd (no graph and no
+        backward for these images) and only block E records one. Outputs and gradients are those
+        of ``forward``; without the detach (or for the image auto-encoders) it is ``forward``."""
+        if not self.classifier_detach or self.image_autoencoder:
+            return self.forward(images)
+        with torch.no_grad():
+            out = self.forward(images)
+        reconstruction = out.im_hat if self.classifies_image else out.fm_hat
+        return out._replace(logits=self.classifier(reconstruction))
+
 
 def module_seed(seed: int, name: str) -> int:
     """The seed of layer ``name``'s initial weights in a run seeded ``seed`` (stable across processes)."""

@@ -50,7 +50,7 @@ from haloae.errors import InputError
 from haloae.evaluation import EpochValidation, evaluate_splits, final_scorer
 from haloae.features import RunFeatures
 from haloae.losses import HaloAELoss
-from haloae.model import HaloAE
+from haloae.model import HaloAE, HaloAEOutput
 from haloae.paper_protocol import paper_epoch_metrics, paper_run_metrics
 from haloae.precision import autocast_for, with_applied_precision
 from haloae.progress import RunProgress, phase
@@ -128,19 +128,36 @@ def batch_views(dataset: TrainDataset, indices: torch.Tensor) -> tuple[torch.Ten
     return torch.cat(views), len(items)
 
 
-def train_step(model, criterion, optimizer, images: torch.Tensor, n_originals: int, epoch: float, autocast) -> dict[str, float]:
+def train_step(
+    model, criterion, optimizer, images: torch.Tensor, n_originals: int, epoch: float, autocast, views_apart: bool = False
+) -> dict[str, float]:
     """One optimiser step on ``images`` ``(3n, 3, S, S)``; returns the loss parts as floats.
 
+    ``views_apart`` (``train.views_apart``): the originals and the CutPaste views are two forward
+    batches, so BatchNorm normalises the originals by their own statistics; with
+    ``model.classifier_detach`` the views' auto-encoder pass then needs no backward
+    (``HaloAE.forward_views``).
     A non-finite loss skips the update (the caller raises): weights stay those of the last good step.
     """
     with autocast:
-        output = model(images)
-        loss, parts = criterion(output, images, n_originals, epoch)
+        loss, parts = criterion(step_outputs(model, images, n_originals, views_apart), images, n_originals, epoch)
     if math.isfinite(parts["loss"]):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     return parts
+
+
+def step_outputs(model, images: torch.Tensor, n_originals: int, views_apart: bool) -> HaloAEOutput:
+    """The training forward of ``train_step``: one batch, or the originals and the views apart."""
+    if views_apart and n_originals < len(images):
+        return concat_outputs(model(images[:n_originals]), model.forward_views(images[n_originals:]))
+    return model(images)
+
+
+def concat_outputs(first: HaloAEOutput, second: HaloAEOutput) -> HaloAEOutput:
+    """Two forward passes' outputs as the one of their concatenated batch (absent parts stay None)."""
+    return HaloAEOutput(*(None if a is None else torch.cat([a, b]) for a, b in zip(first, second, strict=True)))
 
 
 def fit_standardization(model: HaloAE, good: EvalSet, device, batch_size: int) -> None:
@@ -227,7 +244,9 @@ def fit_epochs(
             batch = indices[step * cfg.train.batch_size : (step + 1) * cfg.train.batch_size]
             images, n = batch_views(data.train, batch)
             t_step = time.perf_counter()
-            parts = train_step(model, criterion, optimizer, images.to(device, non_blocking=True), n, epoch, autocast)
+            parts = train_step(
+                model, criterion, optimizer, images.to(device, non_blocking=True), n, epoch, autocast, cfg.train.views_apart
+            )
             step_s += time.perf_counter() - t_step  # parts are floats: the step has finished, also on CUDA
             if not math.isfinite(parts["loss"]):
                 raise FloatingPointError(f"non-finite training loss {parts['loss']} at epoch {epoch}, step {step}")

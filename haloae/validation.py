@@ -140,6 +140,8 @@ def validate(cfg) -> None:
         fail("loss.terms", "im needs the image decoder (model.image_decoder=true)")
     if "cls" in cfg.loss.terms and not m.classifier:
         fail("loss.terms", "cls needs the classifier (model.classifier=true)")
+    if m.classifier_detach and m.classifier and not set(cfg.loss.terms) & {"fm", "im"}:
+        fail("model.classifier_detach", f"with loss.terms {','.join(cfg.loss.terms)} nothing would train the auto-encoder; set it false")
     if "cls" in cfg.loss.terms and not cfg.cutpaste.enabled:
         fail("loss.terms", "cls needs CutPaste (cutpaste.enabled=true): it classifies originals vs CutPaste")
     if m.arch in IMAGE_AE_ARCHS and tuple(cfg.loss.terms) != ("im",):

@@ -27,6 +27,10 @@ def test_cpu_preset_standardises_features_it_can_reconstruct():
     m = cfg.model
     assert m.backbone.name == "efficientnet_lite0" and m.backbone.standardize and not m.decoder_final_relu
     assert (cfg.optim.lr, cfg.eval.image_score) == (3e-3, "max")
+    assert m.classifier_detach and cfg.train.views_apart  # what makes its full loss score real defects
+    paper = HaloAEConfig.from_overrides("paper")
+    assert not paper.model.classifier_detach and not paper.train.views_apart  # the authors' training
+    assert not HaloAEConfig.from_overrides("cpu", variant="cls_only").model.classifier_detach
     assert HaloAEConfig.from_overrides("paper_lean").model.backbone.standardize is False
 
 
@@ -89,6 +93,8 @@ def test_flatten_round_trips_and_names_every_knob_once():
          "does not report aim_ssim; it reports cls, afm, afm_norm, afm_norm_filter"),
         ({"eval.pixel_size": 512}, "eval.pixel_size", "0 (the image size) or 1..256"),
         ({"eval.pixel_size": -1}, "eval.pixel_size", "0 (the image size) or 1..256"),
+        ({"model.classifier_detach": True, "loss.terms": ["cls"]}, "model.classifier_detach",
+         "with loss.terms cls nothing would train the auto-encoder"),
     ],
 )
 def test_invalid_values_fail_with_one_line_naming_the_key(overrides, key, hint):

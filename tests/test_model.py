@@ -210,3 +210,29 @@ def test_classifier_detach_keeps_l_cls_out_of_the_auto_encoder(detach):
         grads = [p.grad for p in getattr(model, part).parameters() if p.requires_grad]
         reached = any(g is not None and bool(g.abs().sum() > 0) for g in grads)
         assert reached is not detach, part
+
+
+def test_forward_views_gives_forwards_gradients_without_the_auto_encoders_graph():
+    """Under ``model.classifier_detach`` the CutPaste views' pass (``forward_views``) records no
+    auto-encoder graph, yet one step's gradients and BatchNorm running statistics are ``forward``'s."""
+    from haloae.losses import HaloAELoss
+    from haloae.train import concat_outputs
+
+    cfg = _tiny(**{"model.backbone.weights": "random", "model.classifier_detach": True})
+    images = torch.randn(6, 3, cfg.model.image_size, cfg.model.image_size)
+    results = []
+    for views in ("forward", "forward_views"):
+        torch.manual_seed(0)
+        model = HaloAE(cfg).train()
+        view_out = getattr(model, views)(images[2:])
+        assert (view_out.fm_hat.requires_grad, view_out.logits.requires_grad) == (views == "forward", True)
+        loss, _ = HaloAELoss(cfg)(concat_outputs(model(images[:2]), view_out), images, 2, 0)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((loss.detach(), grads, {n: b.clone() for n, b in model.named_buffers()}))
+    (loss_a, grads_a, buffers_a), (loss_b, grads_b, buffers_b) = results
+    assert torch.allclose(loss_a, loss_b) and grads_a.keys() == grads_b.keys() and "classifier.weight" in grads_a
+    for name in grads_a:
+        assert torch.allclose(grads_a[name], grads_b[name], atol=1e-6), name
+    for name in buffers_a:
+        assert torch.allclose(buffers_a[name].float(), buffers_b[name].float()), name

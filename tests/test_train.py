@@ -237,3 +237,42 @@ def test_a_seed_gives_every_variant_the_same_data_order_augmentations_validation
         assert torch.equal(weights_a[key], weights_b[key]), f"{key} starts differently across variants"
     _, _, other_seed = start("attention_none", 4)
     assert not torch.equal(other_seed["decoder.stages.0.conv1.weight"], weights_b["decoder.stages.0.conv1.weight"])
+
+
+@pytest.mark.parametrize("apart", [False, True])
+def test_views_apart_normalises_the_originals_by_their_own_batch(apart, synth_root, tmp_path):
+    """``train.views_apart`` follows the real path (config -> fit -> train_step -> model): each
+    training forward sees the originals alone and the CutPaste views alone, so BatchNorm's batch
+    statistics of the reconstructed originals exclude the views; off, one batch of all 3n."""
+    cfg = _cfg(**{"train.epochs": 1, "train.steps_per_epoch": 2, "train.views_apart": apart})
+    data = prepare_data(cfg, synth_root, CATEGORY)
+    batches: list[int] = []
+    model_forward = haloae.train.HaloAE.forward
+
+    def recording(self, images, fm=None):
+        if self.training:
+            batches.append(len(images))
+        return model_forward(self, images, fm)
+
+    haloae.train.HaloAE.forward = recording
+    try:
+        fit(cfg, data, tmp_path, progress=False)
+    finally:
+        haloae.train.HaloAE.forward = model_forward
+    n = cfg.train.batch_size
+    assert batches == ([n, 2 * n] * 2 if apart else [3 * n] * 2)
+
+
+def test_views_apart_output_is_the_originals_forwarded_alone():
+    """The originals' reconstruction under ``views_apart`` equals a forward of the originals
+    alone, in train mode; the joint batch's differs (BatchNorm mixes the views' statistics in)."""
+    cfg = _cfg(**{"model.backbone.weights": "random"})
+    torch.manual_seed(0)
+    model = haloae.train.HaloAE(cfg).train()
+    images = torch.randn(6, 3, cfg.model.image_size, cfg.model.image_size)
+    alone = model(images[:2]).fm_hat
+    apart = haloae.train.concat_outputs(model(images[:2]), model(images[2:]))
+    joint = model(images)
+    assert apart.fm_hat.shape == joint.fm_hat.shape and apart.logits.shape == joint.logits.shape
+    assert torch.allclose(apart.fm_hat[:2], alone, atol=1e-6)
+    assert not torch.allclose(joint.fm_hat[:2], alone, atol=1e-4)

@@ -1,0 +1,90 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Where one training step's time goes: torch.profiler's top operators for a preset's step.
+
+The step is ``haloae.train.train_step`` (forward, loss, backward, Adam) on a CutPaste-expanded
+batch ``(3 * batch, 3, S, S)`` of random images, as ``bench/train_step.py`` times it. After
+``--warmup`` untimed steps, ``--steps`` steps run under ``torch.profiler`` (CPU activities) and
+the table lists the operators with the most self CPU time, then the share of the step spent in
+dense work (convolutions, matmuls, the fused attention kernels) against everything else (copies,
+layout changes, elementwise kernels, Python between kernels).
+
+Run::
+
+    python bench/step_profile.py                          # cpu preset, 1 thread
+    python bench/step_profile.py --threads 2 --top 25
+    python bench/step_profile.py --set model.classifier_detach=true
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from haloae.config import HaloAEConfig  # noqa: E402
+from haloae.losses import HaloAELoss  # noqa: E402
+from haloae.model import HaloAE  # noqa: E402
+from haloae.train import autocast_for, build_optimizer, train_step  # noqa: E402
+
+# operators whose time is dense arithmetic (what a matmul peak measures); the rest is overhead
+DENSE = ("conv", "mm", "matmul", "bmm", "addmm", "linear", "baddbmm", "mkldnn", "attention")
+
+
+def is_dense(name: str) -> bool:
+    return any(key in name.lower() for key in DENSE)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="cpu")
+    p.add_argument("--set", action="append", default=[], dest="sets", help="dotted override (repeatable)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--top", type=int, default=15)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    overrides = dict(s.split("=", 1) for s in args.sets)
+    cfg = HaloAEConfig.from_overrides(args.preset, {"model.backbone.weights": "random", **overrides})
+    device = torch.device("cpu")
+    torch.manual_seed(0)
+    model = HaloAE(cfg).train()
+    criterion = HaloAELoss(cfg)
+    optimizer = build_optimizer(cfg, [q for q in model.parameters() if q.requires_grad] + list(criterion.parameters()))
+    n = cfg.train.batch_size
+    views = 3 if cfg.cutpaste.enabled else 1
+    images = torch.randn(views * n, 3, cfg.model.image_size, cfg.model.image_size)
+    autocast = autocast_for(device)
+    for _ in range(args.warmup):
+        train_step(model, criterion, optimizer, images, n, 0, autocast, cfg.train.views_apart)
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(args.steps):
+            train_step(model, criterion, optimizer, images, n, 0, autocast, cfg.train.views_apart)
+    wall = (time.perf_counter() - t0) / args.steps
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total_us = sum(e.self_cpu_time_total for e in events)
+    dense_us = sum(e.self_cpu_time_total for e in events if is_dense(e.key))
+    print(f"# bench/step_profile.py  preset={args.preset} {' '.join(args.sets)}  torch {torch.__version__}, "
+          f"{args.threads} threads, batch {views}x{n}, {args.steps} profiled steps")
+    print(f"step {wall:.3f} s wall under the profiler; operators' self time {total_us / 1e6 / args.steps:.3f} s per step")
+    print(f"{'operator':<48} {'self ms/step':>12} {'share':>7} {'calls/step':>10}")
+    for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[: args.top]:
+        share = e.self_cpu_time_total / total_us
+        print(f"{e.key[:48]:<48} {e.self_cpu_time_total / 1e3 / args.steps:>12.1f} {share:>6.1%} "
+              f"{e.count / args.steps:>10.0f}")
+    print(f"dense (conv/matmul/attention) {dense_us / total_us:.1%} of operator time; "
+          f"everything else {1 - dense_us / total_us:.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

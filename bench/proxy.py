@@ -21,8 +21,8 @@ default); it chooses nothing here: every model is scored at its last epoch.
 
 Run::
 
-    python bench/proxy.py                               # 8 configurations, 3 epochs x 8 steps, ~10 min at 1 thread
-    python bench/proxy.py --epochs 8 --steps 25         # longer, closer to the cpu preset's 20 x 25
+    python bench/proxy.py                               # 8 configurations, 8 epochs x 25 steps, ~11 min at 2 threads
+    python bench/proxy.py --epochs 3 --steps 8          # shorter: models near chance, where AUROC is mostly noise
     python bench/proxy.py --configs haloae fm_only --epochs 1 --steps 2   # a smoke test
 """
 
@@ -148,10 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", type=Path, default=DEFAULT_ROOT, help="MVTec AD root (read only)")
     p.add_argument("--category", default="bottle")
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    p.add_argument("--epochs", type=int, default=3, help="epochs of the full-length configurations")
-    p.add_argument("--steps", type=int, default=8, help="optimiser steps per epoch")
+    p.add_argument("--epochs", type=int, default=8, help="epochs of the full-length configurations")
+    p.add_argument("--steps", type=int, default=25, help="optimiser steps per epoch")
     p.add_argument("--set", action="append", default=[], dest="sets", help="extra dotted override (repeatable)")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "bench" / "proxy", help="run folders (overwritten)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

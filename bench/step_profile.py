@@ -29,10 +29,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from bench.train_step import step_setup  # noqa: E402
 from haloae.config import HaloAEConfig  # noqa: E402
-from haloae.losses import HaloAELoss  # noqa: E402
-from haloae.model import HaloAE  # noqa: E402
-from haloae.train import autocast_for, build_optimizer, train_step  # noqa: E402
+from haloae.train import autocast_for, train_step  # noqa: E402
 
 # operators whose time is dense arithmetic (what a matmul peak measures); the rest is overhead
 DENSE = ("conv", "mm", "matmul", "bmm", "addmm", "linear", "baddbmm", "mkldnn", "attention")
@@ -52,16 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=15)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    overrides = dict(s.split("=", 1) for s in args.sets)
-    cfg = HaloAEConfig.from_overrides(args.preset, {"model.backbone.weights": "random", **overrides})
+    cfg = HaloAEConfig.from_overrides(args.preset, ["model.backbone.weights=random", *args.sets])
     device = torch.device("cpu")
-    torch.manual_seed(0)
-    model = HaloAE(cfg).train()
-    criterion = HaloAELoss(cfg)
-    optimizer = build_optimizer(cfg, [q for q in model.parameters() if q.requires_grad] + list(criterion.parameters()))
     n = cfg.train.batch_size
-    views = 3 if cfg.cutpaste.enabled else 1
-    images = torch.randn(views * n, 3, cfg.model.image_size, cfg.model.image_size)
+    model, criterion, optimizer, images = step_setup(cfg, device, n)
+    model.train()
+    views = len(images) // n
     autocast = autocast_for(device)
     for _ in range(args.warmup):
         train_step(model, criterion, optimizer, images, n, 0, autocast, cfg.train.views_apart)

@@ -77,7 +77,9 @@ def step_flops(model, criterion, images, n, device, views_apart: bool = False) -
     return float(counter.get_total_flops())
 
 
-def measure(label: str, cfg: HaloAEConfig, device: torch.device, batch: int, steps: int, warmup: int) -> dict:
+def step_setup(cfg: HaloAEConfig, device: torch.device, batch: int):
+    """Model, loss, optimiser and a random CutPaste-expanded batch ``(3 * batch, 3, S, S)``
+    (``(batch, ...)`` without CutPaste) for timing or profiling ``train_step``."""
     torch.manual_seed(0)
     model = HaloAE(cfg).to(device)
     criterion = HaloAELoss(cfg).to(device)
@@ -85,7 +87,12 @@ def measure(label: str, cfg: HaloAEConfig, device: torch.device, batch: int, ste
     optimizer = build_optimizer(cfg, params)
     size = cfg.model.image_size
     views = 3 if cfg.cutpaste.enabled else 1
-    images = torch.randn(views * batch, 3, size, size, device=device)
+    return model, criterion, optimizer, torch.randn(views * batch, 3, size, size, device=device)
+
+
+def measure(label: str, cfg: HaloAEConfig, device: torch.device, batch: int, steps: int, warmup: int) -> dict:
+    model, criterion, optimizer, images = step_setup(cfg, device, batch)
+    size = cfg.model.image_size
     autocast = autocast_for(device)
     flops = step_flops(model, criterion, images, batch, device, cfg.train.views_apart)
     model.train()

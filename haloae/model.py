@@ -341,13 +341,7 @@ class HaloAE(nn.Module):
         if self.image_autoencoder:  # AE-L2 / AE-SSIM reconstruct the image itself
             code = self.encoder(images)
             return HaloAEOutput(None, code, None, self.decoder(code), None)
-        fm = self.features(images) if fm is None else fm
-        code = self.encoder(fm)
-        fm_hat = self.decoder(code)
-        im_hat = self.image_decoder(fm_hat)
-        reconstruction = im_hat if self.classifies_image else fm_hat
-        logits = self.classifier(reconstruction.detach() if self.classifier_detach else reconstruction)
-        return HaloAEOutput(fm, code, fm_hat, im_hat, logits)
+        return self._classified(*self._reconstructed(images, fm))
 
     def forward_views(self, images: torch.Tensor) -> HaloAEOutput:
         """``forward`` for CutPaste views, which only L_cls reads: under ``model.classifier_detach``
@@ -357,9 +351,22 @@ class HaloAE(nn.Module):
         if not self.classifier_detach or self.image_autoencoder:
             return self.forward(images)
         with torch.no_grad():
-            out = self.forward(images)
-        reconstruction = out.im_hat if self.classifies_image else out.fm_hat
-        return out._replace(logits=self.classifier(reconstruction))
+            parts = self._reconstructed(images, None)
+        return self._classified(*parts)
+
+    def _reconstructed(self, images: torch.Tensor, fm: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """fm, code, fm_hat and im_hat (None without block D) of a feature-map model."""
+        fm = self.features(images) if fm is None else fm
+        code = self.encoder(fm)
+        fm_hat = self.decoder(code)
+        return fm, code, fm_hat, self.image_decoder(fm_hat)
+
+    def _classified(self, fm, code, fm_hat, im_hat) -> HaloAEOutput:
+        """The output with block E's logits on the reconstruction (through a stop-gradient under
+        ``model.classifier_detach``)."""
+        reconstruction = im_hat if self.classifies_image else fm_hat
+        logits = self.classifier(reconstruction.detach() if self.classifier_detach else reconstruction)
+        return HaloAEOutput(fm, code, fm_hat, im_hat, logits)
 
 
 def module_seed(seed: int, name: str) -> int:

@@ -72,7 +72,6 @@ from haloae.vocab import (
     split_of,
 )
 from sweeps import stores
-from sweeps.stores import store_artifact_location  # still importable from here, as before
 
 MAX_PARAM_LENGTH = 6000  # MLflow 3 limit on a param value
 SERVER_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "mssql": 1433}  # default per scheme
@@ -128,12 +127,12 @@ def artifact_location(tracking_uri: str, sweep_dir: str | Path) -> str | None:
 
 def experiment_id(mlf: MlflowClient, name: str, artifacts: str | None = None) -> str:
     """The experiment's id, created when absent (two processes may race: the loser re-reads),
-    with ``artifacts`` as its artifact location, by default the store's (``store_artifact_location``)."""
+    with ``artifacts`` as its artifact location, by default the store's (``stores.store_artifact_location``)."""
     exp = mlf.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     if artifacts is None:
-        artifacts = store_artifact_location(mlf.tracking_uri)
+        artifacts = stores.store_artifact_location(mlf.tracking_uri)
     try:
         return mlf.create_experiment(name, artifact_location=artifacts)
     except Exception:  # created meanwhile by another trial
@@ -169,7 +168,7 @@ def ensure_parent_run(
     """The sweep's parent run (reused on resume; set RUNNING again), with the spec as an artifact,
     and the UI's view of the sweep (``sweeps.ui_view``: sorted by ``objective``, the varied knobs
     as columns). Creates the experiment (with ``artifacts`` as its artifact location) before any
-    trial runs; None: the store's own place, beside a sqlite file (``store_artifact_location``)."""
+    trial runs; None: the store's own place, beside a sqlite file (``stores.store_artifact_location``)."""
     from sweeps.ui_view import store_view, view_state
 
     mlf = client(tracking_uri)

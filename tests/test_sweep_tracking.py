@@ -75,7 +75,7 @@ def test_experiment_without_artifact_location_keeps_artifacts_beside_its_sqlite_
     database, wherever the caller runs from (MLflow's own default is ./mlruns of the cwd)."""
     from mlflow.tracking import MlflowClient
 
-    from sweeps import tracking
+    from sweeps import stores, tracking
 
     sweep, elsewhere = tmp_path / "sweep", tmp_path / "elsewhere"
     sweep.mkdir()
@@ -90,12 +90,12 @@ def test_experiment_without_artifact_location_keeps_artifacts_beside_its_sqlite_
     assert (sweep / "artifacts").is_dir() and not (elsewhere / "mlruns").exists()
     # a relative sqlite URI is relative to the cwd, and so are its artifacts; servers decide for themselves
     assert (
-        tracking.store_artifact_location("sqlite:///rel/mlflow.db?timeout=5")
+        stores.store_artifact_location("sqlite:///rel/mlflow.db?timeout=5")
         == (elsewhere / "rel" / "artifacts").as_uri()
     )
-    assert tracking.store_artifact_location("http://127.0.0.1:5000") is None
-    assert tracking.store_artifact_location("postgresql://u:p@db/mlflow") is None
-    assert tracking.store_artifact_location("sqlite:///:memory:") is None
+    assert stores.store_artifact_location("http://127.0.0.1:5000") is None
+    assert stores.store_artifact_location("postgresql://u:p@db/mlflow") is None
+    assert stores.store_artifact_location("sqlite:///:memory:") is None
 
 
 def _out(folder):

@@ -227,8 +227,11 @@ def _tuner(spec: SweepSpec, trainable, restorable: bool):
     from ray import tune
 
     from sweeps.reporting import progress_reporter
+    from sweeps.restorable import KeepRestorable, put_back_restorable
 
-    if restorable:
+    if restorable:  # the callbacks come back with the run config Tune saved
+        for put_back in put_back_restorable(experiment_path(spec)):
+            print(f"note: resuming {put_back} from the copy kept for a restore", file=sys.stderr)
         return tune.Tuner.restore(experiment_path(spec), trainable, resume_unfinished=True, resume_errored=True)
     search_alg, param_space = _search(spec)
     return tune.Tuner(
@@ -247,6 +250,7 @@ def _tuner(spec: SweepSpec, trainable, restorable: bool):
             storage_path=str(spec.sweep_dir()),
             failure_config=tune.FailureConfig(max_failures=spec.retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[KeepRestorable()],  # the checkpoint a restore needs survives a driver kill
             verbose=1,
             progress_reporter=progress_reporter(spec),
         ),

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Keep the checkpoint a restore needs until Tune's saved experiment state stops naming it.
+"""Keep the checkpoint a restore needs until Tune's saved experiment state no longer names it.
 
 Tune (2.60) deletes a trial's previous checkpoint (``CheckpointConfig(num_to_keep=1)``) the
 moment it registers the new one, and only afterwards writes the experiment state that names the
@@ -9,42 +9,81 @@ in between leaves a state on storage naming a checkpoint that no longer exists, 
 storage anymore"): a cell lost to an ordinary crash.
 
     KeepRestorable.on_checkpoint   just before Tune registers checkpoint N and deletes N-1: a
-                                   copy of N-1 (hard links, no data copied on a local or NFS
-                                   store) in ``<trial>/.restorable/``; kept copies older than
-                                   what the state on storage names are removed
-    put_back_restorable            before ``Tuner.restore``: where the saved state names a
-                                   checkpoint that is gone, its kept copy is moved back
+                                   complete copy of N-1 in ``<trial>/.restorable/`` (hard links
+                                   on a local or NFS store, so no data is copied; a server-side
+                                   copy on s3/gs), marked complete last
+    KeepRestorable, every 30 s     what no restore can need goes: kept copies, and checkpoint
+    and at the end                 folders Tune no longer tracks, below the saved state's name - 1
+                                   (all of them once the state records the trial as finished)
+    put_back_restorable            before ``Tuner.restore``: the kept copy of a checkpoint the
+                                   saved state may name, where its folder is gone, goes back;
+                                   newer kept copies (a dead run's) are dropped
 
-So at most the named checkpoint and the newest are on disk per trial, as with ``num_to_keep=2``,
-and the experiment state stays as small as Tune's own ``num_to_keep=1`` makes it (keeping every
-checkpoint would grow it by ~3 KB per report and trial: tens of MB for a long sweep).
+Which checkpoint a restore resumes from: Tune's checkpoint manager inside the state is a pickle,
+which nothing here loads. The state's ``last_result`` names the checkpoint of the trial's last
+report, which is the manager's latest or, while Tune's save of that report is pending, one ahead
+of it; so both N and N-1 count as named.
+
+Assumes what ``sweeps.runner`` sets up: ``num_to_keep=1``, no ``checkpoint_score_attribute``, FIFO
+or ASHA (PBT points a trial at another trial's checkpoint, a pausing scheduler registers one
+twice). Per trial the store holds the live checkpoint and one or two kept ones (as with
+``num_to_keep=2``), and the experiment state stays as small as ``num_to_keep=1`` makes it
+(keeping every checkpoint instead grows it by ~3 KB per report and trial). A failure in here is
+logged, never raised: an exception in a callback's ``on_checkpoint`` makes Tune skip its own
+registration of that checkpoint.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-from pathlib import PurePosixPath
+import re
+import shutil
+import time
+from typing import NamedTuple
 
 import pyarrow.fs
 from ray.tune import Callback
 
+log = logging.getLogger(__name__)
+
 KEPT_DIR = ".restorable"  # in each trial folder, beside Tune's checkpoint_NNNNNN folders
+COMPLETE = ".kept-complete"  # written last into a kept copy: one without it is never put back
+PRUNE_EVERY_S = 30.0  # pruning reads the whole experiment state: not once per checkpoint
+_CHECKPOINT_NAME = re.compile(r"checkpoint_(\d+)")
+
+
+def checkpoint_index(name: str) -> int | None:
+    match = _CHECKPOINT_NAME.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
+def checkpoint_name(index: int) -> str:
+    return f"checkpoint_{index:06d}"  # Tune's own naming
+
+
+class SavedTrial(NamedTuple):
+    checkpoint: str  # of the trial's last report
+    status: str  # Tune's: a TERMINATED trial is not resumed (``sweeps.runner`` resumes unfinished and errored ones)
 
 
 def saved_checkpoints(experiment: str, fs: pyarrow.fs.FileSystem | None = None) -> dict[str, str]:
-    """Trial folder name -> the checkpoint folder that the newest experiment state on storage
-    names for it (the one ``Tuner.restore`` resumes from); trials without one are left out."""
-    from ray.train._internal.storage import get_fs_and_path
+    """Trial folder name -> the checkpoint of the trial's last report, as the newest experiment
+    state on storage (the file ``Tuner.restore`` reads) records it; trials without one are left out."""
+    return {trial: saved.checkpoint for trial, saved in saved_trials(experiment, fs).items()}
+
+
+def saved_trials(experiment: str, fs: pyarrow.fs.FileSystem | None = None) -> dict[str, SavedTrial]:
     from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
 
-    fs, path = get_fs_and_path(experiment, fs)
-    newest = _find_newest_experiment_checkpoint(path, fs)  # the very file a restore reads
+    fs, path = _resolve(experiment, fs)
+    newest = _find_newest_experiment_checkpoint(path, fs)
     if newest is None:
         return {}
     info = fs.get_file_info(newest)
     key = (newest, info.mtime_ns, info.size)
-    if key not in _PARSED:  # once per saved state, not once per trial checkpoint
+    if key not in _PARSED:  # once per saved state, not once per trial
         try:
             with fs.open_input_stream(newest) as f:
                 text = f.readall()
@@ -55,90 +94,126 @@ def saved_checkpoints(experiment: str, fs: pyarrow.fs.FileSystem | None = None) 
     return _PARSED[key]
 
 
-_PARSED: dict[tuple, dict[str, str]] = {}
+_PARSED: dict[tuple, dict[str, SavedTrial]] = {}
 
 
-def _named_checkpoints(state_text: bytes) -> dict[str, str]:
+def _named_checkpoints(state_text: bytes) -> dict[str, SavedTrial]:
     try:
         state = json.loads(state_text)
-    except ValueError:  # read while being written
+    except ValueError:  # read while being written: names nothing, so nothing is removed
         return {}
     named = {}
     for trial_json, runtime_json in state.get("trial_data", []):
         trial, runtime = json.loads(trial_json), json.loads(runtime_json)
-        checkpoint = _last_result(runtime).get("checkpoint_dir_name")
-        if checkpoint:
-            named[trial["relative_logdir"]] = checkpoint
+        checkpoint = (runtime.get("last_result") or {}).get("checkpoint_dir_name")
+        if checkpoint and checkpoint_index(checkpoint) is not None:
+            named[trial["relative_logdir"]] = SavedTrial(checkpoint, trial.get("status", ""))
     return named
 
 
-def _last_result(runtime: dict) -> dict:
-    last = runtime.get("last_result", {})
-    if isinstance(last, str):  # Tune writes nested objects as JSON strings
-        last = json.loads(last)
-    return last
+def _resolve(experiment: str, fs: pyarrow.fs.FileSystem | None) -> tuple[pyarrow.fs.FileSystem, str]:
+    from ray.train._internal.storage import get_fs_and_path
+
+    return get_fs_and_path(experiment, fs)
 
 
 def put_back_restorable(experiment: str, fs: pyarrow.fs.FileSystem | None = None) -> list[str]:
-    """Move each kept checkpoint the saved state names, but whose folder is gone, back in place.
-    Returns ``<trial>/<checkpoint>`` for each one put back."""
-    from ray.train._internal.storage import get_fs_and_path
-
-    fs, path = get_fs_and_path(experiment, fs)
+    """Before a restore: move each complete kept copy of a checkpoint the saved state may name
+    (its last report's, or the one before) back where Tune looks for it, if that folder is gone;
+    drop kept copies newer than that. Returns ``<trial>/<checkpoint>`` for each one put back."""
+    fs, path = _resolve(experiment, fs)
     restored = []
-    for trial_dir, checkpoint in saved_checkpoints(experiment, fs).items():
-        trial_path = f"{path}/{trial_dir}"
-        target, kept = f"{trial_path}/{checkpoint}", f"{trial_path}/{KEPT_DIR}/{checkpoint}"
-        if _missing(fs, target) and not _missing(fs, kept):
-            fs.move(kept, target)
-            restored.append(f"{trial_dir}/{checkpoint}")
+    for trial_dir, named in saved_checkpoints(path, fs).items():
+        trial_path, newest = f"{path}/{trial_dir}", checkpoint_index(named)
+        for kept in _listing(fs, f"{trial_path}/{KEPT_DIR}"):
+            if (checkpoint_index(kept.base_name) or 0) > newest:  # written by the run that died
+                fs.delete_dir(kept.path)
+        for index in (newest - 1, newest):
+            target, kept = f"{trial_path}/{checkpoint_name(index)}", f"{trial_path}/{KEPT_DIR}/{checkpoint_name(index)}"
+            if _is_complete(fs, kept) and _needs_put_back(fs, target):
+                _move_dir(fs, kept, target)
+                fs.delete_file(f"{target}/{COMPLETE}")
+                restored.append(f"{trial_dir}/{checkpoint_name(index)}")
     return restored
+
+
+def _needs_put_back(fs: pyarrow.fs.FileSystem, target: str) -> bool:
+    # A rename on a local store is atomic: a target that exists is whole. On an object store a
+    # put-back is a copy, and a kept copy still there means it may not have finished.
+    return _missing(fs, target) or not isinstance(fs, pyarrow.fs.LocalFileSystem)
 
 
 class KeepRestorable(Callback):
     """Tune callback (driver side) that keeps each trial's previous checkpoint while the
     experiment state on storage may still name it; see the module docstring."""
 
+    def __init__(self):
+        self._last_prune: float | None = None  # set at the first step
+
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
         previous = trial.checkpoint  # Tune has not registered ``checkpoint`` yet
-        if previous is not None:
-            keep_copy(previous.filesystem, previous.path, _kept_path(trial, previous.path))
-        self._prune(trial)
+        if previous is None:
+            return
+        try:
+            kept = f"{trial.storage.trial_fs_path}/{KEPT_DIR}/{os.path.basename(previous.path)}"
+            keep_copy(previous.filesystem, previous.path, kept)
+        except Exception:
+            log.warning("could not keep a copy of %s for a restore", previous.path, exc_info=True)
+
+    def on_step_end(self, iteration, trials, **info):
+        if self._last_prune is None:
+            self._last_prune = time.monotonic()
+        elif time.monotonic() - self._last_prune >= PRUNE_EVERY_S:
+            self._prune_all(trials)
 
     def on_experiment_end(self, trials, **info):
+        self._prune_all(trials)  # Tune saved its final state just before
+
+    def _prune_all(self, trials) -> None:
+        self._last_prune = time.monotonic()
         for trial in trials:
-            self._prune(trial)
+            try:
+                prune(trial)
+            except Exception:
+                log.warning("could not prune the kept checkpoints of %s", trial, exc_info=True)
 
-    @staticmethod
-    def _prune(trial) -> None:
-        storage = trial.storage
-        named = saved_checkpoints(storage.experiment_fs_path, storage.storage_filesystem).get(trial.storage.trial_dir_name)
-        if named is None:  # no state names a checkpoint of this trial yet: keep everything
-            return
-        fs, kept_dir = storage.storage_filesystem, f"{storage.trial_fs_path}/{KEPT_DIR}"
-        for info in fs.get_file_info(pyarrow.fs.FileSelector(kept_dir, allow_not_found=True)):
-            if info.type == pyarrow.fs.FileType.Directory and info.base_name < named:  # zero-padded: names sort as numbers
-                fs.delete_dir(info.path)
+    def __getstate__(self):  # pickled into Tune's tuner.pkl: a restored run starts its own clock
+        return {**self.__dict__, "_last_prune": None}
 
 
-def _kept_path(trial, checkpoint_path: str) -> str:
-    return f"{trial.storage.trial_fs_path}/{KEPT_DIR}/{PurePosixPath(checkpoint_path).name}"
+def prune(trial) -> None:
+    """Remove the trial's checkpoint folders that no restore can need: kept copies, and folders
+    Tune no longer tracks (put back, or left by a dead run), below the saved state's name - 1, or
+    all of them once the saved state records the trial as finished."""
+    storage = trial.storage
+    if storage.trial_dir_name is None:  # not started yet
+        return
+    fs = storage.storage_filesystem
+    saved = saved_trials(storage.experiment_fs_path, fs).get(storage.trial_dir_name)
+    if saved is None:  # no saved state names a checkpoint of this trial yet: keep everything
+        return
+    # a trial saved as finished is never resumed: none of its kept copies is needed any more
+    below = float("inf") if saved.status == "TERMINATED" else checkpoint_index(saved.checkpoint) - 1
+    live = os.path.basename(trial.checkpoint.path) if trial.checkpoint is not None else None
+    for folder, spared in ((f"{storage.trial_fs_path}/{KEPT_DIR}", None), (storage.trial_fs_path, live)):
+        for entry in _listing(fs, folder):
+            index = checkpoint_index(entry.base_name)
+            if index is not None and index < below and entry.base_name != spared:
+                fs.delete_dir(entry.path)
 
 
 def keep_copy(fs: pyarrow.fs.FileSystem, source: str, dest: str) -> None:
-    """Copy the folder ``source`` to ``dest`` on ``fs``: hard links on a local filesystem (the
-    files are shared, so Tune's delete of ``source`` frees nothing and costs no copy), a real
-    copy elsewhere. An existing ``dest`` is left as it is (an earlier attempt made it)."""
+    """Copy the folder ``source`` to ``dest`` on ``fs`` and mark it complete last: hard links on
+    a local filesystem (Tune's delete of ``source`` then frees nothing and costs no copy), a copy
+    elsewhere. An existing ``dest`` (an earlier attempt, or a dead run's) is replaced."""
     if not _missing(fs, dest):
-        return
-    partial = f"{dest}.partial"  # renamed into place complete, so a kept copy is never half a checkpoint
-    if not _missing(fs, partial):
-        fs.delete_dir(partial)
+        fs.delete_dir(dest)
     if isinstance(fs, pyarrow.fs.LocalFileSystem):
-        _link_tree(source, partial)
+        _link_tree(source, dest)
     else:
-        pyarrow.fs.copy_files(source, partial, source_filesystem=fs, destination_filesystem=fs)
-    fs.move(partial, dest)
+        pyarrow.fs.copy_files(source, dest, source_filesystem=fs, destination_filesystem=fs)
+    with fs.open_output_stream(f"{dest}/{COMPLETE}"):
+        pass
 
 
 def _link_tree(source: str, dest: str) -> None:
@@ -149,9 +224,24 @@ def _link_tree(source: str, dest: str) -> None:
             try:
                 os.link(os.path.join(root, name), os.path.join(target, name))
             except OSError:  # a filesystem without hard links
-                import shutil
-
                 shutil.copy2(os.path.join(root, name), os.path.join(target, name))
+
+
+def _move_dir(fs: pyarrow.fs.FileSystem, source: str, dest: str) -> None:
+    if isinstance(fs, pyarrow.fs.LocalFileSystem):
+        fs.move(source, dest)
+    else:  # object stores do not move folders: copy, then drop the source
+        pyarrow.fs.copy_files(source, dest, source_filesystem=fs, destination_filesystem=fs)
+        fs.delete_dir(source)
+
+
+def _listing(fs: pyarrow.fs.FileSystem, folder: str) -> list[pyarrow.fs.FileInfo]:
+    entries = fs.get_file_info(pyarrow.fs.FileSelector(folder, allow_not_found=True))
+    return [e for e in entries if e.type == pyarrow.fs.FileType.Directory]
+
+
+def _is_complete(fs: pyarrow.fs.FileSystem, kept: str) -> bool:
+    return fs.get_file_info(f"{kept}/{COMPLETE}").type == pyarrow.fs.FileType.File
 
 
 def _missing(fs: pyarrow.fs.FileSystem, path: str) -> bool:

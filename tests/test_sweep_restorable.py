@@ -9,22 +9,34 @@ saved the experiment state naming the second, the window an ordinary kill lands 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pyarrow.fs
 import pytest
+from pyarrow.fs import FSSpecHandler
 
-from sweeps.restorable import KEPT_DIR, keep_copy, put_back_restorable, saved_checkpoints
+from sweeps.restorable import (
+    COMPLETE,
+    KEPT_DIR,
+    KeepRestorable,
+    keep_copy,
+    prune,
+    put_back_restorable,
+    saved_checkpoints,
+)
 from tests.test_sweep_resume import env, start_ray_head, stop
 
 DRIVER = '''
 import json, os, signal, sys, tempfile, time
 import ray
 from ray import tune
-from sweeps.restorable import KeepRestorable, put_back_restorable
+from sweeps.restorable import KeepRestorable, put_back_restorable, saved_checkpoints
 
 EPOCHS = 4
 
@@ -35,7 +47,6 @@ def trainable(config):
         with checkpoint.as_directory() as saved:
             start = int(open(os.path.join(saved, "epoch")).read()) + 1
     for epoch in range(start, EPOCHS):
-        time.sleep(1.5)  # the state naming the previous checkpoint reaches storage meanwhile
         with tempfile.TemporaryDirectory() as folder:
             open(os.path.join(folder, "epoch"), "w").write(str(epoch))
             tune.report({"epoch": epoch, "resumed_at": start}, checkpoint=tune.Checkpoint.from_directory(folder))
@@ -47,6 +58,10 @@ class KillInTheWindow(tune.Callback):
         if os.path.exists(self.marker):  # the restored run: Tune brought the callbacks back
             print("CALLBACKS RESTORED", flush=True)
         elif trial.checkpoint.path.endswith("checkpoint_000001"):
+            deadline = time.time() + 60  # Tune's background copy of the state may still be on its way
+            while saved_checkpoints(os.path.dirname(trial.path)).get(os.path.basename(trial.path)) != "checkpoint_000000":
+                assert time.time() < deadline, "the state naming checkpoint_000000 never reached storage"
+                time.sleep(0.1)
             open(self.marker, "w").close()
             os.kill(os.getpid(), signal.SIGKILL)
 
@@ -90,8 +105,8 @@ def test_a_driver_killed_after_tunes_checkpoint_delete_resumes_from_the_kept_cop
         killed = _driver(tmp_path, "start", address, keep)
         assert killed.returncode == -9, killed.stdout[-2000:] + killed.stderr[-3000:]
         experiment = tmp_path / "store" / "exp"
-        ((trial_dir, named),) = saved_checkpoints(str(experiment)).items()
-        # the crash landed in the window: the saved state names a checkpoint Tune already deleted
+        trial_dir, named = _restore_point(experiment)
+        # the crash landed in the window: the saved state resumes from a checkpoint Tune deleted
         assert named == "checkpoint_000000"
         assert not (experiment / trial_dir / named).exists()
         assert (experiment / trial_dir / KEPT_DIR / named).is_dir() == (keep == "keep")
@@ -100,12 +115,13 @@ def test_a_driver_killed_after_tunes_checkpoint_delete_resumes_from_the_kept_cop
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         line = next(x for x in resumed.stdout.splitlines() if x.startswith("RESULT "))
         result = json.loads(line.removeprefix("RESULT "))
-        assert "CALLBACKS RESTORED" in resumed.stdout  # so KeepRestorable guards the resumed run too
         if keep == "keep":
+            assert "CALLBACKS RESTORED" in resumed.stdout  # so KeepRestorable guards the resumed run too
             assert not result["error"]
             assert result["metrics"]["epoch"] == 3
             assert result["metrics"]["resumed_at"] == 1  # went on after epoch 0, did not start over
-            assert not list((experiment / trial_dir / KEPT_DIR).iterdir()), "kept copies outlived the sweep"
+            assert not list((experiment / trial_dir / KEPT_DIR).iterdir()), "kept copies outlived the finished trial"
+            assert [p.name for p in (experiment / trial_dir).glob("checkpoint_*")] == ["checkpoint_000003"]
         else:  # what the kept copy prevents: Tune alone loses the trial
             assert result["error"]
             assert "does not exist on storage anymore" in resumed.stdout + resumed.stderr
@@ -113,13 +129,36 @@ def test_a_driver_killed_after_tunes_checkpoint_delete_resumes_from_the_kept_cop
         stop(head)
 
 
-def _write_state(experiment: Path, named: dict[str, str | None], stamp: str = "2026-12-03_10-00-00") -> None:
+def _restore_point(experiment: Path) -> tuple[str, str]:
+    """(trial folder, checkpoint) that Tune's checkpoint manager in the newest saved state resumes
+    from, decoded as ``Tuner.restore`` decodes it (a test may unpickle the file Tune just wrote)."""
+    from ray.tune.utils.serialization import _loads_with_cloudpickle
+
+    state = json.loads(max(experiment.glob("experiment_state-*.json")).read_text())
+    ((trial_json, runtime_json),) = state["trial_data"]
+    latest = _loads_with_cloudpickle(runtime_json)["checkpoint_manager"].latest_checkpoint_result
+    return json.loads(trial_json)["relative_logdir"], Path(latest.checkpoint.path).name
+
+
+def _write_state(
+    experiment: Path, named: dict[str, str | None], stamp: str = "2026-12-03_10-00-00", status: str = "RUNNING",
+) -> None:
+    """An experiment state file as Tune writes it, reduced to what sweeps.restorable reads."""
+    experiment.mkdir(parents=True, exist_ok=True)
     trials = []
     for trial_dir, checkpoint in named.items():
-        trial = {"trial_id": trial_dir[-5:], "relative_logdir": trial_dir}
+        trial = {"trial_id": trial_dir[-5:], "relative_logdir": trial_dir, "status": status}
         runtime = {"last_result": {"checkpoint_dir_name": checkpoint, "training_iteration": 1}}
         trials.append([json.dumps(trial), json.dumps(runtime)])
     (experiment / f"experiment_state-{stamp}.json").write_text(json.dumps({"trial_data": trials}))
+
+
+def _checkpoint(folder: Path, content: bytes = b"weights", complete: bool = True) -> Path:
+    (folder / "unit-s0").mkdir(parents=True)
+    (folder / "unit-s0" / "checkpoint.pt").write_bytes(content)
+    if complete:
+        (folder / COMPLETE).touch()
+    return folder
 
 
 def test_the_newest_saved_state_decides_which_checkpoint_is_named(tmp_path):
@@ -130,30 +169,106 @@ def test_the_newest_saved_state_decides_which_checkpoint_is_named(tmp_path):
     assert saved_checkpoints(str(tmp_path / "nowhere")) == {}
 
 
-def test_a_kept_copy_shares_the_files_and_is_never_half_a_checkpoint(tmp_path):
-    source = tmp_path / "trial" / "checkpoint_000001"
-    (source / "unit-s0").mkdir(parents=True)
-    (source / "unit-s0" / "checkpoint.pt").write_bytes(b"weights")
+def test_a_kept_copy_shares_the_files_is_marked_complete_and_replaces_a_stale_one(tmp_path):
+    source = _checkpoint(tmp_path / "trial" / "checkpoint_000001", complete=False)
     dest = tmp_path / "trial" / KEPT_DIR / "checkpoint_000001"
-    (dest.parent / "checkpoint_000001.partial" / "junk").mkdir(parents=True)  # an interrupted earlier copy
+    _checkpoint(dest, b"a dead run's weights")  # same name, other content: must not survive
     keep_copy(pyarrow.fs.LocalFileSystem(), str(source), str(dest))
     kept = dest / "unit-s0" / "checkpoint.pt"
     assert kept.read_bytes() == b"weights"
     assert os.stat(kept).st_ino == os.stat(source / "unit-s0" / "checkpoint.pt").st_ino  # a hard link: no data copied
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["checkpoint_000001"]
-    import shutil
-
+    assert (dest / COMPLETE).is_file()
     shutil.rmtree(source)  # what Tune's delete does
     assert kept.read_bytes() == b"weights"
 
 
-def test_put_back_moves_only_a_named_checkpoint_that_is_gone(tmp_path):
-    for trial_dir in ("fn_00000", "fn_00001"):
-        (tmp_path / trial_dir / KEPT_DIR / "checkpoint_000003").mkdir(parents=True)
-    (tmp_path / "fn_00001" / "checkpoint_000003").mkdir()  # still in place: nothing to do
-    (tmp_path / "fn_00000" / "checkpoint_000004").mkdir()  # newer than the state: left alone
-    _write_state(tmp_path, {"fn_00000": "checkpoint_000003", "fn_00001": "checkpoint_000003"})
-    assert put_back_restorable(str(tmp_path)) == ["fn_00000/checkpoint_000003"]
-    assert (tmp_path / "fn_00000" / "checkpoint_000003").is_dir()
-    assert not (tmp_path / "fn_00000" / KEPT_DIR / "checkpoint_000003").exists()
-    assert (tmp_path / "fn_00001" / KEPT_DIR / "checkpoint_000003").is_dir()
+def test_put_back_restores_what_the_state_may_name_and_drops_a_dead_runs_copies(tmp_path):
+    trial = tmp_path / "exp" / "fn_00000"
+    _checkpoint(trial / "checkpoint_000004")  # the last report's: in place
+    # Tune's manager may still be at 3 (the save of report 4 pending) and 3 is gone: put back
+    _checkpoint(trial / KEPT_DIR / "checkpoint_000003")
+    _checkpoint(trial / KEPT_DIR / "checkpoint_000005")  # a dead run's, newer than any restore
+    other = tmp_path / "exp" / "fn_00001"
+    _checkpoint(other / KEPT_DIR / "checkpoint_000002", complete=False)  # interrupted: never put back
+    _checkpoint(other / "checkpoint_000003")
+    _write_state(tmp_path / "exp", {"fn_00000": "checkpoint_000004", "fn_00001": "checkpoint_000003"})
+    restored = put_back_restorable(f"file://{tmp_path / 'exp'}")  # storage given as a URI, as for s3
+    assert restored == ["fn_00000/checkpoint_000003"]
+    assert (trial / "checkpoint_000003" / "unit-s0" / "checkpoint.pt").read_bytes() == b"weights"
+    assert not (trial / "checkpoint_000003" / COMPLETE).exists()  # Tune's checkpoint as it was
+    assert (trial / "checkpoint_000004").is_dir()
+    assert not list((trial / KEPT_DIR).iterdir())
+    assert not (other / "checkpoint_000002").exists()
+
+
+@pytest.mark.parametrize("status", ["RUNNING", "TERMINATED"])
+def test_prune_keeps_what_a_restore_may_need_and_the_live_checkpoint(tmp_path, status):
+    trial_dir = tmp_path / "exp" / "fn_00000"
+    for index in (2, 3, 4, 5):
+        _checkpoint(trial_dir / KEPT_DIR / f"checkpoint_00000{index}")
+    for index in (1, 3, 5, 6):  # 1 and 3: strays Tune no longer tracks; 5: live; 6: newer
+        _checkpoint(trial_dir / f"checkpoint_00000{index}")
+    _write_state(tmp_path / "exp", {"fn_00000": "checkpoint_000005"}, status=status)
+    trial = SimpleNamespace(
+        storage=SimpleNamespace(
+            trial_dir_name="fn_00000", storage_filesystem=pyarrow.fs.LocalFileSystem(),
+            experiment_fs_path=str(tmp_path / "exp"), trial_fs_path=str(trial_dir),
+        ),
+        checkpoint=SimpleNamespace(path=str(trial_dir / "checkpoint_000005")),
+    )
+    prune(trial)
+    kept = sorted(p.name for p in (trial_dir / KEPT_DIR).iterdir())
+    in_place = sorted(p.name for p in trial_dir.glob("checkpoint_*"))
+    if status == "RUNNING":  # the restore resumes from 5, or from 4 while Tune's save of 5 is pending
+        assert kept == ["checkpoint_000004", "checkpoint_000005"]
+        assert in_place == ["checkpoint_000005", "checkpoint_000006"]
+    else:  # finished: never resumed, only Tune's own checkpoint stays
+        assert kept == [] and in_place == ["checkpoint_000005"]
+
+
+class _ObjectStore(FSSpecHandler):
+    """fsspec's memory filesystem behind pyarrow, refusing to move folders as S3 and GCS do."""
+
+    def move(self, src, dest):
+        if self.fs.isdir(src):
+            raise OSError("object stores do not move folders")
+        super().move(src, dest)
+
+
+def test_on_an_object_store_a_kept_copy_is_copied_and_put_back_by_copying(tmp_path):
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    fs = pyarrow.fs.PyFileSystem(_ObjectStore(memory))
+    source = f"/exp-{tmp_path.name}/fn_00000/checkpoint_000000"
+    with fs.open_output_stream(f"{source}/unit-s0/checkpoint.pt") as f:
+        f.write(b"weights")
+    kept = f"/exp-{tmp_path.name}/fn_00000/{KEPT_DIR}/checkpoint_000000"
+    keep_copy(fs, source, kept)
+    fs.delete_dir(source)  # what Tune's delete does
+    state = f"/exp-{tmp_path.name}/experiment_state-2026-12-03_10-00-00.json"
+    trial = {"trial_id": "00000", "relative_logdir": "fn_00000"}
+    runtime = {"last_result": {"checkpoint_dir_name": "checkpoint_000000"}}
+    with fs.open_output_stream(state) as f:
+        f.write(json.dumps({"trial_data": [[json.dumps(trial), json.dumps(runtime)]]}).encode())
+    assert put_back_restorable(f"/exp-{tmp_path.name}", fs) == ["fn_00000/checkpoint_000000"]
+    with fs.open_input_stream(f"{source}/unit-s0/checkpoint.pt") as f:
+        assert f.readall() == b"weights"
+    assert fs.get_file_info(kept).type == pyarrow.fs.FileType.NotFound
+
+
+def test_a_failure_to_keep_a_copy_is_logged_not_raised_into_tune(tmp_path, caplog, monkeypatch):
+    """Tune skips registering a checkpoint whose on_checkpoint callback raised."""
+    import sweeps.restorable
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sweeps.restorable, "keep_copy", full_disk)
+    trial = SimpleNamespace(
+        checkpoint=SimpleNamespace(filesystem=pyarrow.fs.LocalFileSystem(), path=str(tmp_path / "checkpoint_000000")),
+        storage=SimpleNamespace(trial_fs_path=str(tmp_path)),
+    )
+    with caplog.at_level(logging.WARNING, logger="sweeps.restorable"):
+        KeepRestorable().on_checkpoint(iteration=1, trials=[trial], trial=trial, checkpoint=None)
+    assert "could not keep a copy" in caplog.text and "No space left" in caplog.text

@@ -24,7 +24,8 @@ which nothing here loads. The state's ``last_result`` names the checkpoint of th
 report, which is the manager's latest or, while Tune's save of that report is pending, one ahead
 of it; so both N and N-1 count as named.
 
-Assumes what ``sweeps.runner`` sets up: ``num_to_keep=1``, no ``checkpoint_score_attribute``, FIFO
+Assumes what ``sweeps.runner`` and ``sweeps.trainable`` set up: every report carries a
+checkpoint (a trial whose last report has none is left alone, kept copies and all), ``num_to_keep=1``, no ``checkpoint_score_attribute``, FIFO
 or ASHA (PBT points a trial at another trial's checkpoint, a pausing scheduler registers one
 twice). Per trial the store holds the live checkpoint and one or two kept ones (as with
 ``num_to_keep=2``), and the experiment state stays as small as ``num_to_keep=1`` makes it
@@ -118,29 +119,47 @@ def _resolve(experiment: str, fs: pyarrow.fs.FileSystem | None) -> tuple[pyarrow
 
 
 def put_back_restorable(experiment: str, fs: pyarrow.fs.FileSystem | None = None) -> list[str]:
-    """Before a restore: move each complete kept copy of a checkpoint the saved state may name
-    (its last report's, or the one before) back where Tune looks for it, if that folder is gone;
-    drop kept copies newer than that. Returns ``<trial>/<checkpoint>`` for each one put back."""
+    """Before a restore: put each complete kept copy of a checkpoint the saved state may name (its
+    last report's, or the one before) back where Tune looks for it, where that folder is gone or
+    partly deleted; drop kept copies newer than that, and all of a finished trial's. Returns
+    ``<trial>/<checkpoint>`` for each one put back."""
     fs, path = _resolve(experiment, fs)
     restored = []
-    for trial_dir, named in saved_checkpoints(path, fs).items():
-        trial_path, newest = f"{path}/{trial_dir}", checkpoint_index(named)
+    for trial_dir, saved in saved_trials(path, fs).items():
+        trial_path, newest = f"{path}/{trial_dir}", checkpoint_index(saved.checkpoint)
+        finished = saved.status == "TERMINATED"  # skipped by the restore: nothing to put back
         for kept in _listing(fs, f"{trial_path}/{KEPT_DIR}"):
-            if (checkpoint_index(kept.base_name) or 0) > newest:  # written by the run that died
-                fs.delete_dir(kept.path)
-        for index in (newest - 1, newest):
+            if finished or (checkpoint_index(kept.base_name) or 0) > newest:  # newer: the dead run's
+                _drop_kept(fs, kept.path)
+        for index in () if finished else (newest - 1, newest):
             target, kept = f"{trial_path}/{checkpoint_name(index)}", f"{trial_path}/{KEPT_DIR}/{checkpoint_name(index)}"
-            if _is_complete(fs, kept) and _needs_put_back(fs, target):
-                _move_dir(fs, kept, target)
-                fs.delete_file(f"{target}/{COMPLETE}")
+            if _is_complete(fs, kept) and _put_back(fs, kept, target):
                 restored.append(f"{trial_dir}/{checkpoint_name(index)}")
     return restored
 
 
-def _needs_put_back(fs: pyarrow.fs.FileSystem, target: str) -> bool:
-    # A rename on a local store is atomic: a target that exists is whole. On an object store a
-    # put-back is a copy, and a kept copy still there means it may not have finished.
-    return _missing(fs, target) or not isinstance(fs, pyarrow.fs.LocalFileSystem)
+def _put_back(fs: pyarrow.fs.FileSystem, kept: str, target: str) -> bool:
+    """Make ``target`` whole from the complete copy ``kept``; False where it already was."""
+    if not isinstance(fs, pyarrow.fs.LocalFileSystem):  # object stores do not move folders
+        pyarrow.fs.copy_files(kept, target, source_filesystem=fs, destination_filesystem=fs)
+        fs.delete_file(f"{target}/{COMPLETE}")
+        _drop_kept(fs, kept)  # last: a put-back cut short is redone from it
+        return True
+    if _missing(fs, target):
+        fs.move(kept, target)  # a rename: atomic
+        fs.delete_file(f"{target}/{COMPLETE}")
+        return True
+    # Tune's delete removes whole files one by one: a kill during it leaves some; link the rest
+    absent = []
+    for root, _, files in os.walk(kept):
+        for name in files:
+            relative = os.path.relpath(os.path.join(root, name), kept)
+            if relative != COMPLETE and not os.path.exists(os.path.join(target, relative)):
+                absent.append(relative)
+    for relative in absent:
+        os.makedirs(os.path.dirname(os.path.join(target, relative)), exist_ok=True)
+        os.link(os.path.join(kept, relative), os.path.join(target, relative))
+    return bool(absent)
 
 
 class KeepRestorable(Callback):
@@ -198,7 +217,11 @@ def prune(trial) -> None:
     for folder, spared in ((f"{storage.trial_fs_path}/{KEPT_DIR}", None), (storage.trial_fs_path, live)):
         for entry in _listing(fs, folder):
             index = checkpoint_index(entry.base_name)
-            if index is not None and index < below and entry.base_name != spared:
+            if index is None or index >= below or entry.base_name == spared:
+                continue
+            if folder.endswith(KEPT_DIR):
+                _drop_kept(fs, entry.path)
+            else:
                 fs.delete_dir(entry.path)
 
 
@@ -207,7 +230,7 @@ def keep_copy(fs: pyarrow.fs.FileSystem, source: str, dest: str) -> None:
     a local filesystem (Tune's delete of ``source`` then frees nothing and costs no copy), a copy
     elsewhere. An existing ``dest`` (an earlier attempt, or a dead run's) is replaced."""
     if not _missing(fs, dest):
-        fs.delete_dir(dest)
+        _drop_kept(fs, dest)
     if isinstance(fs, pyarrow.fs.LocalFileSystem):
         _link_tree(source, dest)
     else:
@@ -227,12 +250,11 @@ def _link_tree(source: str, dest: str) -> None:
                 shutil.copy2(os.path.join(root, name), os.path.join(target, name))
 
 
-def _move_dir(fs: pyarrow.fs.FileSystem, source: str, dest: str) -> None:
-    if isinstance(fs, pyarrow.fs.LocalFileSystem):
-        fs.move(source, dest)
-    else:  # object stores do not move folders: copy, then drop the source
-        pyarrow.fs.copy_files(source, dest, source_filesystem=fs, destination_filesystem=fs)
-        fs.delete_dir(source)
+def _drop_kept(fs: pyarrow.fs.FileSystem, kept: str) -> None:
+    """Delete a kept copy, its completeness marker first: one cut short is never taken as whole."""
+    if _is_complete(fs, kept):
+        fs.delete_file(f"{kept}/{COMPLETE}")
+    fs.delete_dir(kept)
 
 
 def _listing(fs: pyarrow.fs.FileSystem, folder: str) -> list[pyarrow.fs.FileInfo]:

@@ -231,7 +231,7 @@ def _tuner(spec: SweepSpec, trainable, restorable: bool):
 
     if restorable:  # the callbacks come back with the run config Tune saved
         for put_back in put_back_restorable(experiment_path(spec)):
-            print(f"note: resuming {put_back} from the copy kept for a restore", file=sys.stderr)
+            print(f"note: put back {put_back} from the copy kept for a restore", file=sys.stderr)
         return tune.Tuner.restore(experiment_path(spec), trainable, resume_unfinished=True, resume_errored=True)
     search_alg, param_space = _search(spec)
     return tune.Tuner(

@@ -201,6 +201,29 @@ def test_put_back_restores_what_the_state_may_name_and_drops_a_dead_runs_copies(
     assert not (other / "checkpoint_000002").exists()
 
 
+def test_put_back_completes_a_checkpoint_tunes_delete_left_half_done(tmp_path):
+    trial = tmp_path / "exp" / "fn_00000"
+    _checkpoint(trial / KEPT_DIR / "checkpoint_000002")
+    (trial / KEPT_DIR / "checkpoint_000002" / "unit-s1").mkdir()
+    (trial / KEPT_DIR / "checkpoint_000002" / "unit-s1" / "best.pt").write_bytes(b"best")
+    (trial / "checkpoint_000002" / "unit-s0").mkdir(parents=True)  # the kill came after unit-s1 went
+    os.link(trial / KEPT_DIR / "checkpoint_000002" / "unit-s0" / "checkpoint.pt", trial / "checkpoint_000002" / "unit-s0" / "checkpoint.pt")
+    _write_state(tmp_path / "exp", {"fn_00000": "checkpoint_000002"})
+    assert put_back_restorable(str(tmp_path / "exp")) == ["fn_00000/checkpoint_000002"]
+    assert (trial / "checkpoint_000002" / "unit-s1" / "best.pt").read_bytes() == b"best"
+    assert not (trial / "checkpoint_000002" / COMPLETE).exists()
+    assert put_back_restorable(str(tmp_path / "exp")) == []  # whole now: nothing more to do
+
+
+def test_put_back_leaves_a_finished_trial_alone_and_drops_its_copies(tmp_path):
+    trial = tmp_path / "exp" / "fn_00000"
+    _checkpoint(trial / "checkpoint_000003")
+    _checkpoint(trial / KEPT_DIR / "checkpoint_000002")
+    _write_state(tmp_path / "exp", {"fn_00000": "checkpoint_000003"}, status="TERMINATED")
+    assert put_back_restorable(str(tmp_path / "exp")) == []
+    assert not (trial / "checkpoint_000002").exists() and not list((trial / KEPT_DIR).iterdir())
+
+
 @pytest.mark.parametrize("status", ["RUNNING", "TERMINATED"])
 def test_prune_keeps_what_a_restore_may_need_and_the_live_checkpoint(tmp_path, status):
     trial_dir = tmp_path / "exp" / "fn_00000"
@@ -251,10 +274,14 @@ def test_on_an_object_store_a_kept_copy_is_copied_and_put_back_by_copying(tmp_pa
     runtime = {"last_result": {"checkpoint_dir_name": "checkpoint_000000"}}
     with fs.open_output_stream(state) as f:
         f.write(json.dumps({"trial_data": [[json.dumps(trial), json.dumps(runtime)]]}).encode())
+    # a put-back cut short (half the files copied, the kept copy still there) is redone in full
+    with fs.open_output_stream(f"{source}/unit-s0/half.pt") as f:
+        f.write(b"half")
     assert put_back_restorable(f"/exp-{tmp_path.name}", fs) == ["fn_00000/checkpoint_000000"]
     with fs.open_input_stream(f"{source}/unit-s0/checkpoint.pt") as f:
         assert f.readall() == b"weights"
     assert fs.get_file_info(kept).type == pyarrow.fs.FileType.NotFound
+    assert fs.get_file_info(f"{source}/{COMPLETE}").type == pyarrow.fs.FileType.NotFound
 
 
 def test_a_failure_to_keep_a_copy_is_logged_not_raised_into_tune(tmp_path, caplog, monkeypatch):

@@ -13,6 +13,7 @@ Run::
     python bench/step_profile.py                          # cpu preset, 1 thread
     python bench/step_profile.py --threads 2 --top 25
     python bench/step_profile.py --set model.classifier_detach=true
+    python bench/step_profile.py --set train.compile=true     # the compiled step (minutes to compile)
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from bench.train_step import step_setup  # noqa: E402
 from haloae.config import HaloAEConfig  # noqa: E402
-from haloae.train import autocast_for, train_step  # noqa: E402
+from haloae.train import autocast_for, train_step, training_forward  # noqa: E402
 
 # operators whose time is dense arithmetic (what a matmul peak measures); the rest is overhead
 DENSE = ("conv", "mm", "matmul", "bmm", "addmm", "linear", "baddbmm", "mkldnn", "attention")
@@ -58,12 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     model.train()
     views = len(images) // n
     autocast = autocast_for(device)
-    for _ in range(args.warmup):
-        train_step(model, criterion, optimizer, images, n, 0, autocast, cfg.train.views_apart)
+    forward = training_forward(cfg)  # compiled under --set train.compile=true, in the first warm-up step
+    for _ in range(max(1, args.warmup)):
+        train_step(model, criterion, optimizer, images, n, 0, autocast, cfg.train.views_apart, forward)
     t0 = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(args.steps):
-            train_step(model, criterion, optimizer, images, n, 0, autocast, cfg.train.views_apart)
+            train_step(model, criterion, optimizer, images, n, 0, autocast, cfg.train.views_apart, forward)
     wall = (time.perf_counter() - t0) / args.steps
     events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
     total_us = sum(e.self_cpu_time_total for e in events)

@@ -5,13 +5,16 @@ What is measured, per configuration (a preset, a variant, dotted overrides):
 
 * ``step_s``   -- median wall time of one optimiser step (``haloae.train.train_step``: forward,
   loss, backward, Adam) on a CutPaste-expanded batch ``(3 * batch, 3, S, S)`` of random images,
-  after ``--warmup`` untimed steps; bf16 autocast on CUDA, as ``fit`` does.
+  after ``--warmup`` untimed steps; bf16 autocast on CUDA, as ``fit`` does. Under
+  ``train.compile=true`` the step's forward is compiled as ``fit`` compiles it; the compilation
+  happens in the first warm-up step and is reported apart as ``compile_s`` (that step's time
+  less ``step_s``), never in ``step_s``.
 * ``eval_img_s`` -- images per second of the evaluation forward pass (eval mode, no grad).
 * ``GFLOP/s``  -- the step's FLOPs (``torch.utils.flop_counter``: convs, matmuls, attention) over
   ``step_s``, beside a matmul peak measured in the same run (fp32 on CPU with the set threads,
   bf16 on CUDA), so the achieved fraction of the machine is printed, not guessed.
 * ``epoch_s`` / ``run_h`` -- step_s x steps_per_epoch (+ validation) and x epochs: what the sweep
-  cost estimate uses (``haloae sweep --dry-run``) for a preset on this machine.
+  cost estimate uses (``haloae sweep --dry-run``) for a preset on this machine; run_h adds compile_s.
 
 Backbone weights are set to ``random`` (timing is the same as with ImageNet weights, and no
 download is needed). The first configuration is the reference of the ratio column.
@@ -21,6 +24,7 @@ Run::
     python bench/train_step.py                                   # cpu preset, halo/legacy/none
     python bench/train_step.py --preset paper --device cuda      # the paper's model on a GPU
     python bench/train_step.py --preset cpu --set model.block_size=4 --set model.block_size=8
+    python bench/train_step.py --threads 1 --variants haloae --set train.compile=true   # eager, then compiled
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ if str(REPO_ROOT) not in sys.path:
 from haloae.config import HaloAEConfig  # noqa: E402
 from haloae.losses import HaloAELoss  # noqa: E402
 from haloae.model import HaloAE, count_parameters  # noqa: E402
-from haloae.train import autocast_for, build_optimizer, step_outputs, train_step  # noqa: E402
+from haloae.train import autocast_for, build_optimizer, step_outputs, train_step, training_forward  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -95,14 +99,18 @@ def measure(label: str, cfg: HaloAEConfig, device: torch.device, batch: int, ste
     size = cfg.model.image_size
     autocast = autocast_for(device)
     flops = step_flops(model, criterion, images, batch, device, cfg.train.views_apart)
+    forward = training_forward(cfg)
     model.train()
-    for _ in range(warmup):
-        train_step(model, criterion, optimizer, images, batch, 0, autocast, cfg.train.views_apart)
-    sync(device)
+    warm = []
+    for _ in range(max(1, warmup)):  # the first one compiles under train.compile
+        t0 = time.perf_counter()
+        train_step(model, criterion, optimizer, images, batch, 0, autocast, cfg.train.views_apart, forward)
+        sync(device)
+        warm.append(time.perf_counter() - t0)
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
-        train_step(model, criterion, optimizer, images, batch, 0, autocast, cfg.train.views_apart)
+        train_step(model, criterion, optimizer, images, batch, 0, autocast, cfg.train.views_apart, forward)
         sync(device)
         times.append(time.perf_counter() - t0)
     step_s = statistics.median(times)
@@ -125,6 +133,7 @@ def measure(label: str, cfg: HaloAEConfig, device: torch.device, batch: int, ste
         "label": label,
         "params": count_parameters(model),
         "step_s": step_s,
+        "compile_s": warm[0] - step_s if cfg.train.compile else 0.0,
         "eval_img_s": eval_img_s,
         "gflop_step": flops / 1e9,
         "gflops": flops / step_s / 1e9,
@@ -142,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--batch", type=int, default=None, help="originals per step (default: the preset's)")
     p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps (at least 1; it compiles under train.compile)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = p.parse_args(argv)
@@ -165,16 +174,16 @@ def main(argv: list[str] | None = None) -> int:
         row["batch"] = batch
         # one epoch = its steps + a validation pass over ~60 images (fit's per-epoch evaluation)
         row["epoch_s"] = row["step_s"] * cfg.train.steps_per_epoch + 60 / row["eval_img_s"]
-        row["run_h"] = row["epoch_s"] * cfg.train.epochs / 3600
+        row["run_h"] = (row["epoch_s"] * cfg.train.epochs + row["compile_s"]) / 3600  # a run compiles once
         rows.append(row)
     ref = rows[0]["step_s"]
     header = f"{'config':28s} {'params':>11s} {'batch':>5s} {'step_s':>8s} {'ratio':>6s} {'eval img/s':>10s} " \
-             f"{'GFLOP/step':>10s} {'GFLOP/s':>9s} {'% peak':>6s} {'peak MiB':>8s} {'run h':>7s}"
+             f"{'GFLOP/step':>10s} {'GFLOP/s':>9s} {'% peak':>6s} {'peak MiB':>8s} {'run h':>7s} {'compile_s':>9s}"
     print(header)
     for r in rows:
         print(f"{r['label']:28s} {r['params']:11,d} {r['batch']:5d} {r['step_s']:8.4f} {r['step_s'] / ref:6.2f} "
               f"{r['eval_img_s']:10.1f} {r['gflop_step']:10.1f} {r['gflops']:9.1f} {100 * r['gflops'] / peak:6.1f} "
-              f"{r['peak_mib']:8.0f} {r['run_h']:7.2f}")
+              f"{r['peak_mib']:8.0f} {r['run_h']:7.2f} {r['compile_s']:9.1f}")
     if args.json:
         args.json.write_text(json.dumps({"device": name, "peak_gflops": peak, "preset": args.preset, "rows": rows}, indent=2))
     return 0

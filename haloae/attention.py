@@ -172,6 +172,14 @@ class _HaloWindows(torch.autograd.Function):
         return d_padded[:, :, halo : halo + H, halo : halo + W], None, None, None, None
 
 
+# Under torch.compile (train.compile) both hand-written kernels run as they are, between the
+# compiled graphs: they already do their work in place and in cache-sized chunks, and with them
+# traced, compiling the cpu preset's step had not finished after 15 minutes (inductor generating
+# ever deeper nested masked loads). Eager calls pay a few microseconds for the wrapper.
+_halo_windows = torch.compiler.disable(_HaloWindows.apply)
+_block_attention = torch.compiler.disable(_BlockAttention.apply)
+
+
 class HaloAttention(nn.Module):
     """Halo (block-local) multi-head self-attention on a ``(B, C, H, W)`` map.
 
@@ -272,14 +280,15 @@ class HaloAttention(nn.Module):
         q = q.view(B, self.heads, d, n_h, b, n_w, b).permute(0, 1, 3, 5, 2, 4, 6)
         q = q.reshape(G, N, d, b * b).transpose(-1, -2)  # B*heads, N, b*b, d
         k, v = self.to_kv(x).chunk(2, dim=1)  # B, heads*d, H, W each
-        k, v = (
-            _HaloWindows.apply(t, b, h, pad_h, pad_w)  # B, n_h, n_w, heads*d, win, win
+        # a list, not a generator: torch.compile gives up on a whole frame whose generator breaks its graph
+        k, v = [
+            _halo_windows(t, b, h, pad_h, pad_w)  # B, n_h, n_w, heads*d, win, win
             .view(B, N, self.heads, d, win * win)
             .transpose(1, 2)
             .reshape(G, N, d, win * win)
             .transpose(-1, -2)  # B*heads, N, win*win, d
             for t in (k, v)
-        )
+        ]
         return q, k, v
 
     def _positional_logits(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -337,7 +346,7 @@ class HaloAttention(nn.Module):
             # the key mask is separable: invalid window rows / columns get the masked logit
             rows = (rows * self.scale).masked_fill(~row_ok[:, None, :], _MASKED_LOGIT)
             cols = (cols * self.scale).masked_fill(~col_ok[:, None, :], _MASKED_LOGIT)
-            out = _BlockAttention.apply(q * self.scale, k, v, rows, cols)
+            out = _block_attention(q * self.scale, k, v, rows, cols)
         # out: B*heads, N, b*b, d -> B, heads*d, H, W
         out = out.reshape(B, self.heads, n_h, n_w, b, b, self.dim_head).permute(0, 1, 6, 2, 4, 3, 5)
         out = out.reshape(B, self.heads * self.dim_head, n_h * b, n_w * b)[:, :, :H, :W]

@@ -153,6 +153,13 @@ class TrainConfig:
     # True: the CutPaste views run through the model as a second batch, so BatchNorm's batch
     # statistics for the originals (the only images L_fm and L_im score) come from originals only.
     views_apart: bool = False
+    # True: the training forward runs through torch.compile (inductor; haloae.train.training_forward),
+    # its backward as the compiled graphs' backward; the optimiser and evaluation stay eager. Off by
+    # default: on the CPU it gains nothing measurable (cpu preset, 1 thread: 0.92 to 1.12 times the
+    # eager step in three side-by-side runs of bench/train_step.py --set train.compile=true) and
+    # costs 168 s of compiling (17 to 32 s from inductor's on-disk cache); the attention's
+    # hand-written kernels split the graphs; and it needs a C++ compiler (CPU) or Triton (CUDA).
+    compile: bool = False
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,7 @@ from haloae.vocab import (
 
 MODES = ("max", "min")
 EpochCallback = Callable[[int, dict[str, float], Path], None]
+StepForward = Callable[[HaloAE, torch.Tensor, int, bool], HaloAEOutput]  # step_outputs' signature
 
 
 class ObjectiveError(InputError):
@@ -129,18 +130,21 @@ def batch_views(dataset: TrainDataset, indices: torch.Tensor) -> tuple[torch.Ten
 
 
 def train_step(
-    model, criterion, optimizer, images: torch.Tensor, n_originals: int, epoch: float, autocast, views_apart: bool = False
+    model, criterion, optimizer, images: torch.Tensor, n_originals: int, epoch: float, autocast, views_apart: bool = False,
+    forward: StepForward | None = None,
 ) -> dict[str, float]:
     """One optimiser step on ``images`` ``(3n, 3, S, S)``; returns the loss parts as floats.
 
     ``views_apart`` (``train.views_apart``): the originals and the CutPaste views are two forward
     batches, so BatchNorm normalises the originals by their own statistics; with
     ``model.classifier_detach`` the views' auto-encoder pass then needs no backward
-    (``HaloAE.forward_views``).
+    (``HaloAE.forward_views``). ``forward``: ``step_outputs`` or its compiled form
+    (``training_forward``); None is ``step_outputs``.
     A non-finite loss skips the update (the caller raises): weights stay those of the last good step.
     """
+    forward = step_outputs if forward is None else forward
     with autocast:
-        loss, parts = criterion(step_outputs(model, images, n_originals, views_apart), images, n_originals, epoch)
+        loss, parts = criterion(forward(model, images, n_originals, views_apart), images, n_originals, epoch)
     if math.isfinite(parts["loss"]):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -153,6 +157,16 @@ def step_outputs(model, images: torch.Tensor, n_originals: int, views_apart: boo
     if views_apart and n_originals < len(images):
         return concat_outputs(model(images[:n_originals]), model.forward_views(images[n_originals:]))
     return model(images)
+
+
+def training_forward(cfg: HaloAEConfig) -> StepForward:
+    """``step_outputs``, through torch.compile under ``train.compile`` (both batches of
+    ``train.views_apart`` in one compiled function; shapes static, one graph set per batch size;
+    the attention's own kernels run between the graphs, see ``haloae.attention``). Only the
+    training forward is compiled: the model itself is unchanged, so evaluation, its state_dict
+    and checkpoints are those of an uncompiled run. The compilation happens in the run's first
+    step, so epoch 0's ``time/train_step_s`` includes it."""
+    return torch.compile(step_outputs, dynamic=False) if cfg.train.compile else step_outputs
 
 
 def concat_outputs(first: HaloAEOutput, second: HaloAEOutput) -> HaloAEOutput:
@@ -231,6 +245,7 @@ def fit_epochs(
         fit_standardization(model, data.train_good, device, eval_batch_size)
     validate = EpochValidation(model, scorer, data, device, eval_batch_size, objective, features)
     autocast = autocast_for(device, cfg.train.precision)
+    forward = training_forward(cfg)
     shown = RunProgress(cfg.train.epochs, start_epoch, cfg.train.steps_per_epoch, data.category, progress)
     for epoch in range(start_epoch, cfg.train.epochs):
         t0 = time.perf_counter()
@@ -245,7 +260,8 @@ def fit_epochs(
             images, n = batch_views(data.train, batch)
             t_step = time.perf_counter()
             parts = train_step(
-                model, criterion, optimizer, images.to(device, non_blocking=True), n, epoch, autocast, cfg.train.views_apart
+                model, criterion, optimizer, images.to(device, non_blocking=True), n, epoch, autocast, cfg.train.views_apart,
+                forward,
             )
             step_s += time.perf_counter() - t_step  # parts are floats: the step has finished, also on CUDA
             if not math.isfinite(parts["loss"]):

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from haloae.config import HaloAEConfig
@@ -301,8 +301,8 @@ class TrialRun:
         """The Ray node of this attempt (``ray.node_id``; earlier attempts' nodes in ``ray.node_ids``)."""
         previous = self.mlf.get_run(self.run_id).data.tags.get(TAG_NODE_IDS, "")
         nodes = [n for n in previous.split(",") if n] + [node_id]
-        self.mlf.set_tag(self.run_id, TAG_NODE_ID, node_id)
-        self.mlf.set_tag(self.run_id, TAG_NODE_IDS, ",".join(nodes))
+        tags = [RunTag(TAG_NODE_ID, node_id), RunTag(TAG_NODE_IDS, ",".join(nodes))]
+        self.mlf.log_batch(self.run_id, tags=tags)  # one request, not one per tag
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, Any]) -> None:
         """One epoch's metrics at step = epoch; its validation under ``curve/val/*``: ``val/*``
@@ -322,11 +322,11 @@ class TrialRun:
 
     def finish(self, metrics: Mapping[str, Any], out_dir: Path, cfg: HaloAEConfig) -> None:
         """The best checkpoint's val/* and test/* (step = best epoch) and the artifacts, then FINISHED."""
-        from haloae.plots import plot_alpha_schedule
+        from sweeps.run_files import alpha_plot
 
         self._log(_metrics(metrics, int(metrics.get(BEST_EPOCH, 0))))
         (out_dir / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2, default=list))
-        plot_alpha_schedule(cfg, out_dir / ALPHA_PLOT_FILE)
+        alpha_plot(cfg, out_dir / ALPHA_PLOT_FILE)
         for name in (CONFIG_FILE, METRICS_FILE, ALPHA_PLOT_FILE):
             if (out_dir / name).is_file():
                 self.mlf.log_artifact(self.run_id, str(out_dir / name))

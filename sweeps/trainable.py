@@ -35,6 +35,7 @@ from haloae.precision import with_applied_precision
 from haloae.train import finish, fit_epochs, pick_device
 from haloae.vocab import BEST_FILE, CHECKPOINT_FILE, ENV_INJECT_FAULT
 from sweeps.datacache import cached_category_data, feature_store
+from sweeps.run_files import link_or_copy
 from sweeps.schema import SweepSpec
 from sweeps.tracking import TrialRun, run_name
 from sweeps.trials import build_config
@@ -234,7 +235,7 @@ def _report(metrics: dict[str, float], units: list) -> None:
             dest.mkdir()
             for name in (CHECKPOINT_FILE, BEST_FILE):
                 if (out / name).is_file():
-                    shutil.copy2(out / name, dest / name)
+                    link_or_copy(out / name, dest / name)  # Tune copies the folder into storage itself
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 

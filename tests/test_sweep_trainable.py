@@ -147,3 +147,47 @@ def test_fault_injection_raises_once(tmp_path, monkeypatch, rule):
     with pytest.raises(FloatingPointError, match="non-finite training loss"):
         _maybe_inject_fault(0)
     _maybe_inject_fault(0)  # the marker exists: the retry goes through
+
+
+def test_reported_checkpoints_are_links_and_copies_where_links_fail(tmp_path, monkeypatch):
+    import os
+
+    from sweeps.run_files import link_or_copy
+
+    src = tmp_path / "checkpoint.pt"
+    src.write_bytes(b"epoch 3")
+    link_or_copy(src, tmp_path / "linked.pt")
+    assert (tmp_path / "linked.pt").stat().st_ino == src.stat().st_ino
+
+    def no_links(*_):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    link_or_copy(src, tmp_path / "copied.pt")
+    assert (tmp_path / "copied.pt").read_bytes() == b"epoch 3"
+    assert (tmp_path / "copied.pt").stat().st_ino != src.stat().st_ino
+
+
+def test_an_alpha_plot_drawn_before_is_written_from_its_bytes(tmp_path, monkeypatch):
+    """The same schedule in a later trial of the actor: the first drawing's bytes, not a new
+    figure; another schedule (other epochs) is drawn."""
+    import dataclasses
+
+    import haloae.plots
+    from sweeps import run_files
+
+    monkeypatch.setattr(run_files, "_ALPHA_PLOTS", {})
+    spec = load_spec(tiny_spec(tmp_path, "plots"))
+    cfg = build_config(spec, {"variant": "haloae", "category": "synth_disc", "seed": 0})
+    drawn = []
+    draw = haloae.plots.plot_alpha_schedule
+    monkeypatch.setattr(haloae.plots, "plot_alpha_schedule", lambda *a, **k: (drawn.append(a), draw(*a, **k))[1])
+    first = run_files.alpha_plot(cfg, tmp_path / "a" / "alpha.png")
+    other_lr = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr=cfg.optim.lr * 3))
+    again = run_files.alpha_plot(other_lr, tmp_path / "b" / "alpha.png")
+    assert len(drawn) == 1 and again.read_bytes() == first.read_bytes()
+    longer = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=cfg.train.epochs + 5))
+    run_files.alpha_plot(longer, tmp_path / "c" / "alpha.png")
+    assert len(drawn) == 2
+    draw(cfg, tmp_path / "fresh.png")
+    assert (tmp_path / "fresh.png").read_bytes() == first.read_bytes()  # what a fresh drawing gives

@@ -276,3 +276,51 @@ def test_views_apart_output_is_the_originals_forwarded_alone():
     assert apart.fm_hat.shape == joint.fm_hat.shape and apart.logits.shape == joint.logits.shape
     assert torch.allclose(apart.fm_hat[:2], alone, atol=1e-6)
     assert not torch.allclose(joint.fm_hat[:2], alone, atol=1e-4)
+
+
+# ---------------------------------------------------------------------- train.compile
+def test_train_compile_hands_fit_s_steps_the_compiled_forward(synth_root, tmp_path, monkeypatch):
+    """``train.compile`` follows config -> fit -> train_step: every step of the run gets the
+    torch.compile wrapper of ``step_outputs`` (off: ``step_outputs`` itself). The steps are
+    recorded, not run, so nothing compiles here (the slow test below runs them)."""
+    forwards = []
+
+    def recording(*args, **kwargs):
+        forwards.append(args[8])  # train_step's forward, as fit passes it
+        return {"loss": 1.0}
+
+    monkeypatch.setattr(haloae.train, "train_step", recording)
+    monkeypatch.setattr(haloae.train.EpochValidation, "__call__", lambda self: {DEFAULT_OBJECTIVE: 1.0})
+    for compiled in (False, True):
+        forwards.clear()
+        cfg = _cfg(**{"train.epochs": 1, "train.steps_per_epoch": 2, "train.compile": compiled})
+        assert cfg.flatten()["train.compile"] is compiled  # the MLflow param of the run
+        fit_epochs = haloae.train.fit_epochs(cfg, prepare_data(cfg, synth_root, CATEGORY), tmp_path / str(compiled),
+                                             progress=False)  # fmt: skip
+        next(fit_epochs)
+        assert len(forwards) == 2 and forwards[0] is forwards[1]
+        original = getattr(forwards[0], "_torchdynamo_orig_callable", None)
+        assert (original is haloae.train.step_outputs) if compiled else (forwards[0] is haloae.train.step_outputs)
+
+
+@pytest.mark.slow  # compiling the tiny model's forward and backward: minutes on 2 cores
+def test_train_compile_trains_as_the_eager_step_does(synth_root, tmp_path):
+    """A compiled run (views apart and the classifier detached, as the cpu preset: two forward
+    batches of n and 2n images) goes through torch.compile and gives the eager run's losses within
+    float tolerance; evaluation stays eager, so both runs report the same metric keys."""
+    from torch._dynamo.utils import counters
+
+    runs = {}
+    for compiled in (False, True):
+        cfg = _cfg(**{"train.epochs": 1, "train.steps_per_epoch": 2, "train.views_apart": True,
+                      "model.classifier_detach": True, "train.compile": compiled})  # fmt: skip
+        graphs = counters["stats"]["unique_graphs"]
+        seen = []
+        result = fit(cfg, prepare_data(cfg, synth_root, CATEGORY), tmp_path / str(compiled),
+                     on_epoch=lambda e, m, d, log=seen: log.append(m), progress=False)  # fmt: skip
+        assert (counters["stats"]["unique_graphs"] > graphs) == compiled
+        runs[compiled] = seen[0], result.metrics
+    (eager, eager_final), (fast, fast_final) = runs[False], runs[True]
+    for key in ("train/loss", "train/loss_cls", "train/loss_fm", "train/loss_im"):
+        assert np.isfinite(fast[key]) and fast[key] == pytest.approx(eager[key], rel=1e-3), key
+    assert sorted(fast_final) == sorted(eager_final)

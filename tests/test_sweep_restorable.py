@@ -98,7 +98,12 @@ def _driver(tmp_path: Path, mode: str, address: str, keep: str) -> subprocess.Co
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("keep", ["keep", "tune-alone"])
+@pytest.mark.parametrize("keep", [
+    "keep",
+    pytest.param("tune-alone", marks=pytest.mark.skipif(  # the bug itself, for whoever doubts the window is real
+        not os.environ.get("HALOAE_TEST_CONTROLS"), reason="the control run without the kept copy: HALOAE_TEST_CONTROLS=1",
+    )),
+])
 def test_a_driver_killed_after_tunes_checkpoint_delete_resumes_from_the_kept_copy(tmp_path, keep):
     head, address = start_ray_head(tmp_path / "ray-head.log")
     try:

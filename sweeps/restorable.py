@@ -40,12 +40,14 @@ import json
 import logging
 import os
 import re
-import shutil
 import time
+from pathlib import Path
 from typing import NamedTuple
 
 import pyarrow.fs
 from ray.tune import Callback
+
+from sweeps.run_files import link_or_copy
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +160,7 @@ def _put_back(fs: pyarrow.fs.FileSystem, kept: str, target: str) -> bool:
                 absent.append(relative)
     for relative in absent:
         os.makedirs(os.path.dirname(os.path.join(target, relative)), exist_ok=True)
-        os.link(os.path.join(kept, relative), os.path.join(target, relative))
+        link_or_copy(Path(kept, relative), Path(target, relative))
     return bool(absent)
 
 
@@ -244,10 +246,7 @@ def _link_tree(source: str, dest: str) -> None:
         target = os.path.join(dest, os.path.relpath(root, source))
         os.makedirs(target, exist_ok=True)
         for name in files:
-            try:
-                os.link(os.path.join(root, name), os.path.join(target, name))
-            except OSError:  # a filesystem without hard links
-                shutil.copy2(os.path.join(root, name), os.path.join(target, name))
+            link_or_copy(Path(root, name), Path(target, name))
 
 
 def _drop_kept(fs: pyarrow.fs.FileSystem, kept: str) -> None:

@@ -4,6 +4,7 @@ a definition with a ``protocol`` runs its screen and confirm stages (``sweeps.pr
 
 from __future__ import annotations
 
+import pickle
 import shlex
 import sys
 
@@ -53,6 +54,18 @@ def sweep(spec_path: str, dry_run: bool, resume: bool, address: str | None, over
             err=True,
         )
         sys.exit(exc.exit_code)
+    except (EOFError, pickle.UnpicklingError) as exc:  # click prints a bare "Aborted!" for an EOFError, as for Ctrl-C
+        # a saved state cut short (Tune's files, an empty one included, when a kill came mid-write)
+        click.echo(f"sweep {spec.name}: a file ended early, read at {_origin(exc)}: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(1)
     click.echo(outcome.summary())
     if outcome.failed:
         sys.exit(1)
+
+
+def _origin(exc: BaseException) -> str:
+    """``file:line (function)`` of the innermost frame an exception came from."""
+    import traceback
+
+    frame = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{frame.filename}:{frame.lineno} ({frame.name})"

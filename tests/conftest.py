@@ -24,6 +24,17 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"{ENV_TORCH_DEVICE}={DEVICE}: no CUDA device is available")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files with tests marked ``slow`` first, each file's tests kept together and in order: under
+    ``-n 2 --dist loadfile`` (CI) the long end-to-end files start first, and the two workers'
+    last files are short ones, instead of one worker finishing a long file alone."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    first_seen = {}
+    for item in items:
+        first_seen.setdefault(item.path, len(first_seen))
+    items.sort(key=lambda item: (item.path not in slow_files, first_seen[item.path]))
+
+
 # what MLflow writes into the working directory when a store is opened without its own places
 STRAY_IN_CWD = ("mlruns", "mlflow.db")
 
@@ -31,10 +42,17 @@ STRAY_IN_CWD = ("mlruns", "mlflow.db")
 @pytest.fixture(autouse=True)
 def leaves_no_mlflow_files_in_the_working_directory():
     """A test (or the code under it) that lets MLflow fall back to ./mlruns or ./mlflow.db fails here,
-    by name, instead of leaving files in the checkout; torch's thread count is restored after each test."""
+    by name, instead of leaving files in the checkout; torch's thread count and the process
+    environment are restored after each test."""
     before = {name for name in STRAY_IN_CWD if os.path.exists(name)}
-    threads = torch.get_num_threads()
+    threads, environ = torch.get_num_threads(), dict(os.environ)
     yield
+    # the sweep command run in this process sets what a driver process keeps for its life (the
+    # loopback-only Ray flag, the tracking URI its workers inherit); a later test's subprocesses
+    # (a `ray start` worker node refuses to join with the flag) must not inherit them, in any order
+    for name in set(os.environ) - set(environ):
+        del os.environ[name]
+    os.environ.update(environ)
     # a trial run in this process (sweeps.trainable) sets torch's threads to its CPUs; the next
     # test must not train with them (the cpu preset's 75-step test reads differently at 1 thread)
     torch.set_num_threads(threads)

@@ -40,3 +40,29 @@ def test_signal_outside_fit_or_a_second_one_interrupts_at_once():
             os.kill(os.getpid(), signal.SIGTERM)
             signal.sigtimedwait([], 0)
     assert second.value.exit_code == 130 and seen == [TUNE_STOP_SIGNAL]  # named by the first signal
+
+
+@pytest.mark.parametrize("kept", [0, 20], ids=["empty", "cut"])
+def test_a_file_that_ends_early_is_named_with_where_it_was_read_not_a_bare_aborted(tmp_path, monkeypatch, kept):
+    """Click prints a bare "Aborted!" for an EOFError (as for Ctrl-C): a saved state cut short by a
+    kill (an empty or truncated pickle) says so in one line, with the frame that read it."""
+    import pickle
+
+    from click.testing import CliRunner
+
+    import sweeps.runner
+    from haloae.cli import main
+    from tests.helpers.sweeps import tiny_spec
+
+    cut = tmp_path / "tuner.pkl"
+    cut.write_bytes(pickle.dumps({"state": list(range(100))})[:kept])
+
+    def restore(spec, resume=False, address=None):
+        with open(cut, "rb") as f:
+            return pickle.load(f)
+
+    monkeypatch.setattr(sweeps.runner, "run_sweep", restore)
+    result = CliRunner().invoke(main, ["sweep", str(tiny_spec(tmp_path, "cut")), "--resume"])
+    assert result.exit_code == 1 and not isinstance(result.exception, (EOFError, pickle.UnpicklingError))
+    (line,) = (result.stdout + result.stderr).strip().splitlines()
+    assert line.startswith("sweep cut: a file ended early, read at ") and "test_sweep_signals.py" in line and "(restore)" in line

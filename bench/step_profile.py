@@ -30,7 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.train_step import step_setup  # noqa: E402
+from bench.train_step import cpu_model, matmul_peak_gflops, step_flops, step_setup  # noqa: E402
 from haloae.config import HaloAEConfig  # noqa: E402
 from haloae.train import autocast_for, train_step, training_forward  # noqa: E402
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
     total_us = sum(e.self_cpu_time_total for e in events)
     dense_us = sum(e.self_cpu_time_total for e in events if is_dense(e.key))
-    print(f"# bench/step_profile.py  preset={args.preset} {' '.join(args.sets)}  torch {torch.__version__}, "
+    print(f"# bench/step_profile.py  preset={args.preset} {' '.join(args.sets)}  torch {torch.__version__}, {cpu_model()}, "
           f"{args.threads} threads, batch {views}x{n}, {args.steps} profiled steps")
     print(f"step {wall:.3f} s wall under the profiler; operators' self time {total_us / 1e6 / args.steps:.3f} s per step")
     print(f"{'operator':<48} {'self ms/step':>12} {'share':>7} {'calls/step':>10}")
@@ -80,6 +80,15 @@ def main(argv: list[str] | None = None) -> int:
               f"{e.count / args.steps:>10.0f}")
     print(f"dense (conv/matmul/attention) {dense_us / total_us:.1%} of operator time; "
           f"everything else {1 - dense_us / total_us:.1%}")
+    # the ceiling of "% of peak" for this step: its FLOPs over the dense operators' own time, that
+    # is the fraction a step would reach with every non-dense operator and all Python gone
+    flops = step_flops(model, criterion, images, n, device, cfg.train.views_apart)
+    peaks = [matmul_peak_gflops(device) for _ in range(3)]
+    dense_rate = flops / (dense_us / 1e6 / args.steps) / 1e9
+    peak = sum(peaks) / len(peaks)
+    print(f"dense operators' own rate {dense_rate:.1f} GFLOP/s ({flops / 1e9:.1f} GFLOP per step) against a matmul peak "
+          f"of {peak:.0f} ({' '.join(f'{x:.0f}' for x in peaks)}): with nothing but them the step would reach "
+          f"{dense_rate / peak:.1%} of the peak; it reaches {flops / wall / 1e9 / peak:.1%} under the profiler")
     return 0
 
 

@@ -12,7 +12,8 @@ What is measured, per configuration (a preset, a variant, dotted overrides):
 * ``eval_img_s`` -- images per second of the evaluation forward pass (eval mode, no grad).
 * ``GFLOP/s``  -- the step's FLOPs (``torch.utils.flop_counter``: convs, matmuls, attention) over
   ``step_s``, beside a matmul peak measured in the same run (fp32 on CPU with the set threads,
-  bf16 on CUDA), so the achieved fraction of the machine is printed, not guessed.
+  bf16 on CUDA) before and after each configuration, so the achieved fraction of the machine
+  (against the mean of the two samples around the row) is printed, not guessed.
 * ``epoch_s`` / ``run_h`` -- step_s x steps_per_epoch (+ validation) and x epochs: what the sweep
   cost estimate uses (``haloae sweep --dry-run``) for a preset on this machine; run_h adds compile_s.
 
@@ -68,6 +69,16 @@ def matmul_peak_gflops(device: torch.device, repeats: int = 10) -> float:
         sync(device)
         times.append(time.perf_counter() - t0)
     return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def cpu_model() -> str:
+    """The CPU's model name: "% peak" depends on it, as two hosts' matmul peaks can differ far
+    more than their speeds on the conv-heavy step (README, "Training step")."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "CPU")
+    except OSError:
+        return "CPU"
 
 
 def step_flops(model, criterion, images, n, device, views_apart: bool = False) -> float:
@@ -163,29 +174,35 @@ def main(argv: list[str] | None = None) -> int:
     base = ["model.backbone.weights=random", *args.base]
     configs = [(v, HaloAEConfig.from_overrides(args.preset, base, variant=v)) for v in args.variants]
     configs += [(s, HaloAEConfig.from_overrides(args.preset, [*base, *s.split(";")])) for s in args.sets]
-    peak = matmul_peak_gflops(device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} threads"
+    # the peak is sampled before and after every configuration, and each row's "% peak" is against
+    # the mean of the two samples around it: a shared host's speed drifts within a run, and dense
+    # matmul can drift differently from the mixed step (session figures moved 72 to 169 GFLOP/s)
+    peaks = [matmul_peak_gflops(device)]
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cpu_model()}, {args.threads} threads"
     print(f"# bench/train_step.py  preset={args.preset}  device={name}  torch {torch.__version__}")
-    print(f"# matmul peak ({'bf16' if device.type == 'cuda' else 'fp32'}): {peak:,.0f} GFLOP/s")
     rows = []
     for label, cfg in configs:
         batch = args.batch or cfg.train.batch_size
         row = measure(label, cfg, device, batch, args.steps, args.warmup)
+        peaks.append(matmul_peak_gflops(device))
+        row["peak_gflops"] = (peaks[-2] + peaks[-1]) / 2
         row["batch"] = batch
         # one epoch = its steps + a validation pass over ~60 images (fit's per-epoch evaluation)
         row["epoch_s"] = row["step_s"] * cfg.train.steps_per_epoch + 60 / row["eval_img_s"]
         row["run_h"] = (row["epoch_s"] * cfg.train.epochs + row["compile_s"]) / 3600  # a run compiles once
         rows.append(row)
+    print(f"# matmul peak ({'bf16' if device.type == 'cuda' else 'fp32'}), sampled before and after each "
+          f"configuration: {min(peaks):,.0f} to {max(peaks):,.0f} GFLOP/s ({' '.join(f'{x:.0f}' for x in peaks)})")
     ref = rows[0]["step_s"]
     header = f"{'config':28s} {'params':>11s} {'batch':>5s} {'step_s':>8s} {'ratio':>6s} {'eval img/s':>10s} " \
              f"{'GFLOP/step':>10s} {'GFLOP/s':>9s} {'% peak':>6s} {'peak MiB':>8s} {'run h':>7s} {'compile_s':>9s}"
     print(header)
     for r in rows:
         print(f"{r['label']:28s} {r['params']:11,d} {r['batch']:5d} {r['step_s']:8.4f} {r['step_s'] / ref:6.2f} "
-              f"{r['eval_img_s']:10.1f} {r['gflop_step']:10.1f} {r['gflops']:9.1f} {100 * r['gflops'] / peak:6.1f} "
+              f"{r['eval_img_s']:10.1f} {r['gflop_step']:10.1f} {r['gflops']:9.1f} {100 * r['gflops'] / r['peak_gflops']:6.1f} "
               f"{r['peak_mib']:8.0f} {r['run_h']:7.2f} {r['compile_s']:9.1f}")
     if args.json:
-        args.json.write_text(json.dumps({"device": name, "peak_gflops": peak, "preset": args.preset, "rows": rows}, indent=2))
+        args.json.write_text(json.dumps({"device": name, "peak_gflops": peaks, "preset": args.preset, "rows": rows}, indent=2))
     return 0
 
 

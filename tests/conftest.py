@@ -24,17 +24,6 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"{ENV_TORCH_DEVICE}={DEVICE}: no CUDA device is available")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Files with tests marked ``slow`` first, each file's tests kept together and in order: under
-    ``-n 2 --dist loadfile`` (CI) the long end-to-end files start first, and the two workers'
-    last files are short ones, instead of one worker finishing a long file alone."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    first_seen = {}
-    for item in items:
-        first_seen.setdefault(item.path, len(first_seen))
-    items.sort(key=lambda item: (item.path not in slow_files, first_seen[item.path]))
-
-
 # what MLflow writes into the working directory when a store is opened without its own places
 STRAY_IN_CWD = ("mlruns", "mlflow.db")
 

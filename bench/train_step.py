@@ -73,7 +73,7 @@ def matmul_peak_gflops(device: torch.device, repeats: int = 10) -> float:
 
 def cpu_model() -> str:
     """The CPU's model name: "% peak" depends on it, as two hosts' matmul peaks can differ far
-    more than their speeds on the conv-heavy step (README, "Training step")."""
+    more than their speeds on the conv-heavy step (README, "Performance")."""
     try:
         with open("/proc/cpuinfo") as f:
             return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "CPU")

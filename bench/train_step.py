@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     configs += [(s, HaloAEConfig.from_overrides(args.preset, [*base, *s.split(";")])) for s in args.sets]
     # the peak is sampled before and after every configuration, and each row's "% peak" is against
     # the mean of the two samples around it: a shared host's speed drifts within a run, and dense
-    # matmul can drift differently from the mixed step (session figures moved 72 to 169 GFLOP/s)
+    # matmul can drift differently from the mixed step
     peaks = [matmul_peak_gflops(device)]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cpu_model()}, {args.threads} threads"
     print(f"# bench/train_step.py  preset={args.preset}  device={name}  torch {torch.__version__}")

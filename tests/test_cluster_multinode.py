@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -82,7 +84,12 @@ def cluster(tmp_path, tracking):
     procs: dict[str, subprocess.Popen] = {}
     port, dash = free_port(), free_port()
     address = f"127.0.0.1:{port}"
-    common = ["--node-ip-address=127.0.0.1", "--num-gpus=0", "--disable-usage-stats", "--block"]
+    # its own temp folder: `ray job submit`'s supervisor resolves "auto" (the job's RAY_ADDRESS) to
+    # the cluster last started in its temp folder, and with the shared /tmp/ray that is any head
+    # another test (the other pytest worker) started meanwhile: the trials then ran on that
+    # cluster, without this test's MLflow credentials. Short: Ray's socket paths must fit 107 bytes.
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    common = ["--node-ip-address=127.0.0.1", "--num-gpus=0", "--disable-usage-stats", "--block", f"--temp-dir={temp_dir}"]
 
     def own_ports() -> list[str]:
         # nodes sharing one host must not share the per-node agent ports (fixed defaults in Ray)
@@ -108,6 +115,7 @@ def cluster(tmp_path, tracking):
         for name in ("worker1", "worker2", "head"):
             if name in procs:
                 stop(procs[name])
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_sweep_runs_across_nodes_and_survives_losing_one(tmp_path, cluster):

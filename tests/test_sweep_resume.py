@@ -173,6 +173,7 @@ def _ray_processes(port: int) -> list[str]:
     return found
 
 
+@pytest.mark.soak  # 4 drivers and 3 trials (2 to 4 minutes); CI keeps the deterministic kill of test_sweep_restorable
 def test_driver_sigkilled_at_three_moments_then_resumed_finishes_every_trial_once(tmp_path):
     """SIGKILL the driver during the first trial's first epoch, between trials, and during the last
     trial's final evaluation, ``--resume`` after each: every trial's run ends FINISHED once, no run

@@ -24,9 +24,11 @@ def fresh_ray():
 def test_smoke_sweep_runs_to_completion_with_mlflow_records(tmp_path, fresh_ray):
     from sweeps.runner import run_sweep
 
-    # the demo's definition, 4 trials of one seed, at a fifth of its training (2 epochs x 4 steps):
-    # the records, artifacts and summary are what this checks, and the demo's budget is the README's job
-    overrides = [f"storage={tmp_path / 'sweeps'}", "seeds=[0]", "overrides.train.epochs=2", "overrides.train.steps_per_epoch=4"]
+    # the demo's definition, its 2 variants on one category and seed (2 trials, run together), at a
+    # fifth of its training (2 epochs x 4 steps): the records, artifacts and summary are what this
+    # checks, and the demo's budget is the README's job
+    overrides = [f"storage={tmp_path / 'sweeps'}", "seeds=[0]", "data.synthetic.categories=[synth_disc]",
+                 "overrides.train.epochs=2", "overrides.train.steps_per_epoch=4"]
     spec = load_spec("sweeps/smoke.yaml", overrides)
     outcome = run_sweep(spec)
     assert not outcome.failed, outcome.summary()
@@ -188,6 +190,7 @@ def _listening(pids: set[int]) -> set[str]:
     return {line.split()[3] for line in out.splitlines() if {int(p) for p in re.findall(r"pid=(\d+)", line)} & pids}
 
 
+@pytest.mark.soak  # through the installed command; CI keeps tests/test_sweep_loopback.py's run_sweep in-process
 @pytest.mark.skipif(__import__("shutil").which("ss") is None, reason="needs ss (iproute2)")
 def test_the_ray_a_sweep_starts_listens_on_loopback_only(tmp_path):
     import os

@@ -165,6 +165,7 @@ def ui_page(srv, fragment: str) -> str:
     return result.stdout
 
 
+@pytest.mark.soak  # CI keeps the Optuna resume on SQLite (test_sweep_run) and the sweep into PostgreSQL above
 def test_optuna_study_on_postgres_resumes_after_a_driver_sigkill(tmp_path, ray_head):  # noqa: F811 - the fixture
     with scratch_database("optuna") as db:
         path = tiny_spec(

@@ -150,35 +150,43 @@ def test_optuna_sweep_persists_its_study_and_resume_continues_it(tmp_path, fresh
     assert len(trial_runs(spec.tracking_uri(), spec.experiment_name())) == 6
 
 
-def test_rerun_without_resume_is_refused_and_keeps_records(tmp_path, fresh_ray):
-    from sweeps.errors import SpecError
+@pytest.fixture(scope="module")
+def serial_sweep(tmp_path_factory):
+    """``(path, spec, outcome)`` of one finished grid sweep whose two half-CPU trials would fit the 2
+    CPUs together: only ``max_concurrent_trials: 1`` makes them run one after the other."""
     from sweeps.runner import run_sweep
 
-    path = tiny_spec(tmp_path, "once", overrides={"train.epochs": 1, "train.steps_per_epoch": 1},
-                     data={"synthetic": {"categories": ["synth_disc"], "size": 32, "seed": 0}, "categories": "all"})
-    spec = load_spec(path)
-    run_sweep(spec)
-    before = len(trial_runs(spec.tracking_uri(), spec.experiment_name()))
-    with pytest.raises(SpecError, match="--resume"):
-        run_sweep(load_spec(path))
-    assert len(trial_runs(spec.tracking_uri(), spec.experiment_name())) == before
-
-
-def test_max_concurrent_trials_holds_for_a_grid_sweep(tmp_path, fresh_ray):
-    from sweeps.runner import run_sweep
-
-    # two half-CPU trials fit the 2 CPUs together: only the limit makes them run one after the other
     path = tiny_spec(
-        tmp_path, "serial", search={"algorithm": "grid", "space": {"optim.lr": {"grid": [1e-3, 1e-2]}}},
+        tmp_path_factory.mktemp("serial"), "serial", search={"algorithm": "grid", "space": {"optim.lr": {"grid": [1e-3, 1e-2]}}},
         objective={"metric": "val/image_auroc", "mode": "max", "aggregate": "per_category"},
         data={"synthetic": {"categories": ["synth_disc"], "size": 32, "seed": 0}, "categories": "all"},
         overrides={"train.epochs": 2, "train.steps_per_epoch": 1}, max_concurrent_trials=1,
     )
     spec = load_spec(path)
-    outcome = run_sweep(spec)
+    ray.shutdown()
+    try:
+        outcome = run_sweep(spec)
+    finally:
+        ray.shutdown()
+    return path, spec, outcome
+
+
+def test_max_concurrent_trials_holds_for_a_grid_sweep(serial_sweep):
+    _, spec, outcome = serial_sweep
     assert not outcome.failed and len(outcome.trials) == 2, outcome.summary()
     first, second = sorted(trial_runs(spec.tracking_uri(), spec.experiment_name()), key=lambda r: r.info.start_time)
     assert first.info.end_time <= second.info.start_time, "the two trials overlapped"
+
+
+def test_rerun_without_resume_is_refused_and_keeps_records(serial_sweep):
+    from sweeps.errors import SpecError
+    from sweeps.runner import run_sweep
+
+    path, spec, _ = serial_sweep
+    before = len(trial_runs(spec.tracking_uri(), spec.experiment_name()))
+    with pytest.raises(SpecError, match="--resume"):
+        run_sweep(load_spec(path))
+    assert len(trial_runs(spec.tracking_uri(), spec.experiment_name())) == before == 2
 
 
 def _listening(pids: set[int]) -> set[str]:

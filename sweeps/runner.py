@@ -19,7 +19,8 @@ import math
 import os
 import sys
 from collections import Counter
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,15 +133,29 @@ def experiment_path(spec: SweepSpec) -> str:
     return f"{str(spec.sweep_dir()).rstrip('/')}/{spec.tune_dir_name()}"
 
 
-def _init_ray(address: str | None, spec: SweepSpec) -> None:
+@contextmanager
+def driver_environ(spec: SweepSpec) -> Iterator[None]:
+    """What the driver sets in its environment, for the span of the sweep only: Ray's quiet logging
+    (read at ``ray.init``, and passed on to every worker) and the tracking URI (MLflow's default for
+    a client made without one). A value the caller set is left as it is; the ones added go again at
+    the end, so a caller in a notebook or a later test does not keep them (a second sweep in the
+    same process would otherwise default to the first one's store)."""
+    wanted = {**QUIET_ENV, ENV_TRACKING_URI: spec.tracking_uri()}
+    added = [key for key in wanted if key not in os.environ]
+    os.environ.update({key: wanted[key] for key in added})
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def _init_ray(address: str | None) -> None:
     import ray
 
-    env = {**QUIET_ENV, ENV_TRACKING_URI: spec.tracking_uri()}
-    for key, value in env.items():
-        os.environ.setdefault(key, value)
     if ray.is_initialized():
         return
-    passed = (*env, ENV_INJECT_FAULT, ENV_DATA_CACHE)
+    passed = (*QUIET_ENV, ENV_TRACKING_URI, ENV_INJECT_FAULT, ENV_DATA_CACHE)
     runtime_env = {"env_vars": {k: os.environ[k] for k in passed if k in os.environ}}
     if _own_cluster(address):
         from sweeps.reporting import TRIAL_LOG_HOOK
@@ -268,7 +283,7 @@ def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None)
         check_resources(spec, address)
     tracking.check_reachable(spec.tracking_uri(), spec.where())
     lock = SweepLock(spec.sweep_dir(), spec.name) if spec.local_storage() else None
-    with lock or nullcontext(), StopSignals() as stop:
+    with lock or nullcontext(), StopSignals() as stop, driver_environ(spec):
         if lock is not None and lock.took_over:
             print(f"note: took over the stale lock of {lock.took_over} (that process is gone)", file=sys.stderr)
         return _run_locked(spec, resume, address, stop)
@@ -284,7 +299,7 @@ def _run_locked(spec: SweepSpec, resume: bool, address: str | None, stop: StopSi
             "use --resume to continue it, or another name/storage"
         )
     generate_data(spec)
-    _init_ray(address, spec)
+    _init_ray(address)
     stop.install()  # again: ray.init's core worker installs a SIGTERM handler that aborts the driver
     return _run_on_ray(spec, address, restorable, stop)
 

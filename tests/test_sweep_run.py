@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from sweeps.loading import load_spec
@@ -164,15 +166,17 @@ def serial_sweep(tmp_path_factory):
     )
     spec = load_spec(path)
     ray.shutdown()
+    environ = dict(os.environ)
     try:
         outcome = run_sweep(spec)
+        environ_after = dict(os.environ)
     finally:
         ray.shutdown()
-    return path, spec, outcome
+    return path, spec, outcome, (environ, environ_after)
 
 
 def test_max_concurrent_trials_holds_for_a_grid_sweep(serial_sweep):
-    _, spec, outcome = serial_sweep
+    _, spec, outcome, _ = serial_sweep
     assert not outcome.failed and len(outcome.trials) == 2, outcome.summary()
     first, second = sorted(trial_runs(spec.tracking_uri(), spec.experiment_name()), key=lambda r: r.info.start_time)
     assert first.info.end_time <= second.info.start_time, "the two trials overlapped"
@@ -182,11 +186,22 @@ def test_rerun_without_resume_is_refused_and_keeps_records(serial_sweep):
     from sweeps.errors import SpecError
     from sweeps.runner import run_sweep
 
-    path, spec, _ = serial_sweep
+    path, spec, _, _ = serial_sweep
     before = len(trial_runs(spec.tracking_uri(), spec.experiment_name()))
     with pytest.raises(SpecError, match="--resume"):
         run_sweep(load_spec(path))
     assert len(trial_runs(spec.tracking_uri(), spec.experiment_name())) == before == 2
+
+
+def test_run_sweep_gives_its_caller_the_environment_back(serial_sweep):
+    # in a notebook, a later sweep or analysis must not default to this sweep's store or logging;
+    # what ray.init itself sets (KMP_*, RAY_AUTH_MODE, ...) is Ray's, for as long as it is connected
+    from haloae.vocab import ENV_TRACKING_URI, QUIET_ENV
+
+    before, after = serial_sweep[3]
+    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    ours = changed & {*QUIET_ENV, ENV_TRACKING_URI}
+    assert not ours, f"left changed by run_sweep: {sorted(ours)}"
 
 
 def _listening(pids: set[int]) -> set[str]:

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
 
 from sweeps.loading import load_spec
 from tests.helpers.sockets import descendants
-from tests.helpers.sweeps import artifact_paths, duplicates, epoch_steps, tiny_spec, trial_runs
+from tests.helpers.sweeps import artifact_paths, duplicates, epoch_steps, run_spec_on_fresh_ray, tiny_spec, trial_runs
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow  # every test starts a local Ray and runs a whole sweep
@@ -152,31 +154,31 @@ def test_optuna_sweep_persists_its_study_and_resume_continues_it(tmp_path, fresh
     assert len(trial_runs(spec.tracking_uri(), spec.experiment_name())) == 6
 
 
-@pytest.fixture(scope="module")
-def serial_sweep(tmp_path_factory):
-    """``(path, spec, outcome)`` of one finished grid sweep whose two half-CPU trials would fit the 2
-    CPUs together: only ``max_concurrent_trials: 1`` makes them run one after the other."""
-    from sweeps.runner import run_sweep
+class SerialSweep(NamedTuple):
+    path: Path
+    spec: Any
+    outcome: Any
+    environ_before: dict[str, str]  # os.environ around run_sweep
+    environ_after: dict[str, str]
 
+
+@pytest.fixture(scope="module")
+def serial_sweep(tmp_path_factory) -> SerialSweep:
+    """One finished grid sweep whose two half-CPU trials would fit the 2 CPUs together: only
+    ``max_concurrent_trials: 1`` makes them run one after the other."""
     path = tiny_spec(
         tmp_path_factory.mktemp("serial"), "serial", search={"algorithm": "grid", "space": {"optim.lr": {"grid": [1e-3, 1e-2]}}},
         objective={"metric": "val/image_auroc", "mode": "max", "aggregate": "per_category"},
         data={"synthetic": {"categories": ["synth_disc"], "size": 32, "seed": 0}, "categories": "all"},
         overrides={"train.epochs": 2, "train.steps_per_epoch": 1}, max_concurrent_trials=1,
     )
-    spec = load_spec(path)
-    ray.shutdown()
-    environ = dict(os.environ)
-    try:
-        outcome = run_sweep(spec)
-        environ_after = dict(os.environ)
-    finally:
-        ray.shutdown()
-    return path, spec, outcome, (environ, environ_after)
+    before = dict(os.environ)
+    spec, outcome = run_spec_on_fresh_ray(path)
+    return SerialSweep(path, spec, outcome, before, dict(os.environ))
 
 
 def test_max_concurrent_trials_holds_for_a_grid_sweep(serial_sweep):
-    _, spec, outcome, _ = serial_sweep
+    spec, outcome = serial_sweep.spec, serial_sweep.outcome
     assert not outcome.failed and len(outcome.trials) == 2, outcome.summary()
     first, second = sorted(trial_runs(spec.tracking_uri(), spec.experiment_name()), key=lambda r: r.info.start_time)
     assert first.info.end_time <= second.info.start_time, "the two trials overlapped"
@@ -186,7 +188,7 @@ def test_rerun_without_resume_is_refused_and_keeps_records(serial_sweep):
     from sweeps.errors import SpecError
     from sweeps.runner import run_sweep
 
-    path, spec, _, _ = serial_sweep
+    path, spec = serial_sweep.path, serial_sweep.spec
     before = len(trial_runs(spec.tracking_uri(), spec.experiment_name()))
     with pytest.raises(SpecError, match="--resume"):
         run_sweep(load_spec(path))
@@ -198,7 +200,7 @@ def test_run_sweep_gives_its_caller_the_environment_back(serial_sweep):
     # what ray.init itself sets (KMP_*, RAY_AUTH_MODE, ...) is Ray's, for as long as it is connected
     from haloae.vocab import ENV_TRACKING_URI, QUIET_ENV
 
-    before, after = serial_sweep[3]
+    before, after = serial_sweep.environ_before, serial_sweep.environ_after
     changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
     ours = changed & {*QUIET_ENV, ENV_TRACKING_URI}
     assert not ours, f"left changed by run_sweep: {sorted(ours)}"

@@ -162,7 +162,8 @@ class _HaloWindows(torch.autograd.Function):
         if n_h * n_w <= win * win:
             for i in range(n_h):
                 for j in range(n_w):
-                    d_padded[:, :, i * block : i * block + win, j * block : j * block + win] += grad[:, i, j]
+                    # add_ on the view: ``view += g`` would also copy the sum back onto itself
+                    d_padded[:, :, i * block : i * block + win, j * block : j * block + win].add_(grad[:, i, j])
         else:  # many small windows: one strided add per offset inside the window
             by_offset = grad.permute(0, 3, 4, 5, 1, 2)  # B, C, win, win, n_h, n_w
             for dy in range(win):

@@ -213,3 +213,26 @@ def test_fused_sdpa_path_matches_the_cpu_path():
     fused = fused.reshape(2, attn.heads, 3, 3, 3, 3, attn.dim_head).permute(0, 1, 6, 2, 4, 3, 5)
     fused = attn.to_out(fused.reshape(2, attn.heads * attn.dim_head, 9, 9)[:, :, :7, :8])
     torch.testing.assert_close(fused, attn(x))
+
+
+@pytest.mark.parametrize(("size", "block", "halo"), [(8, 4, 2), (12, 2, 1), (7, 3, 1)])  # few windows, many, padded
+def test_halo_windows_backward_matches_unfolds(size, block, halo):
+    """The hand-written window extraction against F.pad + unfold + permute under autograd, both
+    branches of its backward (loop over windows, loop over window offsets) and a padded side."""
+    import torch.nn.functional as F
+
+    from haloae.attention import _HaloWindows
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, size, size, dtype=torch.float64, requires_grad=True)
+    extra = -size % block
+    win = block + 2 * halo
+    out = _HaloWindows.apply(x, block, halo, extra, extra)
+    ref = F.pad(x, (halo, halo + extra, halo, halo + extra)).unfold(2, win, block).unfold(3, win, block)
+    ref = ref.permute(0, 2, 3, 1, 4, 5)
+    assert torch.equal(out, ref)
+    g = torch.randn_like(out)
+    (grad,) = torch.autograd.grad(out, x, g)
+    (ref_grad,) = torch.autograd.grad(ref, x, g)
+    torch.testing.assert_close(grad, ref_grad)
+

@@ -299,7 +299,10 @@ def _run_locked(spec: SweepSpec, resume: bool, address: str | None, stop: StopSi
             "use --resume to continue it, or another name/storage"
         )
     generate_data(spec)
-    _init_ray(address)
+    from sweeps.stores import opened_meanwhile
+
+    with opened_meanwhile(spec.tracking_uri()):  # the MLflow store opens while Ray's daemons start
+        _init_ray(address)
     stop.install()  # again: ray.init's core worker installs a SIGTERM handler that aborts the driver
     return _run_on_ray(spec, address, restorable, stop)
 

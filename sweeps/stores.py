@@ -29,9 +29,10 @@ import random
 import secrets
 import sqlite3
 import sys
+import threading
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -78,6 +79,27 @@ def writer_client(tracking_uri: str) -> MlflowClient:
     and repeating a call that hit a locked database; any other store's plain ``MlflowClient``."""
     client = MlflowClient(tracking_uri=store_uri(tracking_uri))
     return _RetryingClient(client) if sqlite_path(tracking_uri) is not None else client
+
+
+@contextlib.contextmanager
+def opened_meanwhile(tracking_uri: str) -> Iterator[None]:
+    """The block runs while a thread opens the store of ``tracking_uri`` the way a writer does
+    (``writer_client``): MLflow's store modules imported and, for a sqlite file, the file seeded,
+    switched to WAL and its engine and schema checked, about 2 s on 2 cores. MLflow keeps the store
+    it made per URI, so the caller's first write after the block finds it open. Meant for a block
+    that mostly waits: the driver's ``ray.init``, waiting for Ray's daemons. Nothing is recorded;
+    an error is not raised here but again by the caller's own first use, in its own thread."""
+    opener = threading.Thread(target=_open_quietly, args=(tracking_uri,), name="open-tracking-store", daemon=True)
+    opener.start()
+    try:
+        yield
+    finally:
+        opener.join()  # one thread at a time makes MLflow's cached store
+
+
+def _open_quietly(tracking_uri: str) -> None:
+    with contextlib.suppress(Exception):  # noqa: BLE001 - the caller's own first use raises it
+        writer_client(tracking_uri)
 
 
 class _RetryingClient:

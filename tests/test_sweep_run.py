@@ -242,3 +242,29 @@ def test_the_ray_a_sweep_starts_listens_on_loopback_only(tmp_path):
     assert len(sockets) >= 5, f"too few sockets seen to judge: {sockets}"  # GCS, raylet, agents, workers
     public = {s for s in sockets if s.rpartition(":")[0] not in ("127.0.0.1", "[::ffff:127.0.0.1]", "[::1]")}
     assert not public, f"listening beyond loopback: {sorted(public)}"
+
+
+def test_the_tracking_store_opens_while_ray_starts_and_records_nothing_before(tmp_path, monkeypatch):
+    """The driver's first MLflow use (~2 s of imports and the sqlite engine) overlaps ray.init, and
+    a Ray that fails to start leaves the store without a run."""
+    import time
+
+    from sweeps import runner, stores, tracking
+
+    spec = load_spec(tiny_spec(tmp_path, "overlap"))
+    monkeypatch.setenv("HALOAE_DATA_CACHE", str(tmp_path / "cache"))
+    store, seen = stores.sqlite_path(spec.tracking_uri()), {}
+
+    def ray_that_fails_to_start(address):
+        deadline = time.monotonic() + 60
+        while not store.is_file() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen["store opened during ray.init"] = store.is_file()
+        raise ConnectionError("ray did not start")
+
+    monkeypatch.setattr(runner, "_init_ray", ray_that_fails_to_start)
+    with pytest.raises(ConnectionError):
+        runner.run_sweep(spec)
+    assert seen == {"store opened during ray.init": True}
+    mlf = tracking.client(spec.tracking_uri())
+    assert mlf.search_runs([e.experiment_id for e in mlf.search_experiments()]) == []

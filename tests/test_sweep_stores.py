@@ -227,3 +227,34 @@ def test_without_hard_links_the_store_is_left_to_mlflow(tmp_path, monkeypatch, c
     assert "created by MLflow's migrations (the migrated template failed: PermissionError" in capsys.readouterr().err
     assert not path.exists() and [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
     assert [e.name for e in tracking.client(f"sqlite:///{path}").search_experiments()] == ["Default"]
+
+
+def test_the_store_opened_meanwhile_is_the_one_the_caller_then_writes_with(tmp_path, monkeypatch):
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    monkeypatch.setenv("HALOAE_DATA_CACHE", str(tmp_path / "cache"))
+    uri, made = f"sqlite:///{tmp_path}/sweep/mlflow.db", []
+    original = SqlAlchemyStore.__init__
+
+    def counted(self, db_uri, *args, **kwargs):
+        if "sweep/mlflow.db" in db_uri:  # not the migrated template's own store
+            made.append(self)
+        original(self, db_uri, *args, **kwargs)
+
+    monkeypatch.setattr(SqlAlchemyStore, "__init__", counted)
+    with stores.opened_meanwhile(uri):
+        pass  # the caller's waiting (ray.init)
+    assert len(made) == 1 and journal_mode(tmp_path / "sweep" / "mlflow.db") == "wal"
+    assert [e.name for e in made[0].search_experiments()] == ["Default"], "opening records nothing"
+    mlf = tracking.client(uri)
+    assert mlf._tracking_client.store is made[0], "the caller's client reuses the store the thread opened"
+    assert len(made) == 1
+
+
+def test_a_store_that_does_not_open_meanwhile_raises_at_the_callers_own_use(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    uri = f"sqlite:///{tmp_path}/file/mlflow.db"
+    with stores.opened_meanwhile(uri):
+        pass  # nothing raised in the block, whatever the thread met
+    with pytest.raises(Exception):  # noqa: B017 - MLflow's own error, in the caller's thread
+        tracking.client(uri)

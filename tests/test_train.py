@@ -15,6 +15,7 @@ from PIL import Image
 import haloae.train
 from haloae.category_data import prepare_data
 from haloae.checkpoint import load_checkpoint, read_checkpoint
+from haloae.choices import CLASSIC_ANOMALIES
 from haloae.cli import main
 from haloae.config import HaloAEConfig
 from haloae.data import normalize
@@ -197,13 +198,22 @@ def test_cpu_preset_run_detects_synthetic_defects_within_a_test_budget(tmp_path)
     Table 3's fm-only loss: 3 x 25 steps (~25 s of training on 2 cores, ~45 s in all) rank the
     test images of a synthetic brick texture at image AUROC >= 0.9, the checkpoint chosen on
     validation only. (The full three-term loss spends the first epochs of its schedule on the
-    classifier; it gets its whole 20-epoch schedule in bench/bottle.py.) Measured: test 1.0. The
-    default validation anomalies (the realistic kinds, faint by design) are harder than the
-    category's own defects: measured 0.72 there, 1.0 on the classic kinds; above chance is asked."""
+    classifier; it gets its whole 20-epoch schedule in bench/bottle.py.)
+
+    Validation holds 6 images a class here, so which epoch wins is chancy, and the first epoch
+    always scores near chance on test (0.40 to 0.72 in 8 runs: seeds 0-3 on 1 and 2 threads).
+    The validation set uses the classic kinds, the ones this category's test defects are drawn
+    from. With the default realistic kinds (faint by design), seed 0 on 1 thread scored epoch 0
+    above epochs 1 and 2 (0.58 against 0.44 and 0.42) and kept it: test 0.46, though epoch 2
+    scored 1.0; a row-then-column SSIM blur, equal to 1e-6, did the same on 2 threads (test 0.40,
+    epoch 2 0.98). With the classic kinds all 8 runs, and the blur's, chose epoch 1 or 2: test 0.96 to 1.0."""
     category = "synth_brick"
     generate(tmp_path / "data", categories=[category], seed=0)  # 128 px, 30 train, 10 + 12 test
     cfg = HaloAEConfig.from_overrides(
-        "cpu", {"train.epochs": 3, "train.steps_per_epoch": 25, "train.device": "cpu"}, variant="fm_only"
+        "cpu",
+        {"train.epochs": 3, "train.steps_per_epoch": 25, "train.device": "cpu",
+         "train.val_anomalies": CLASSIC_ANOMALIES},
+        variant="fm_only",
     )
     result = fit(cfg, prepare_data(cfg, tmp_path / "data", category), tmp_path / "run", progress=False)
     assert result.metrics["val/image_auroc"] > 0.6, result.metrics  # what chose the checkpoint

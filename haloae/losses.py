@@ -51,10 +51,21 @@ def gaussian_window(
         raise ValueError(f"gaussian_window: size must be >= 1, got {size}")
     if sigma <= 0:
         raise ValueError(f"gaussian_window: sigma must be > 0, got {sigma}")
+    g = gaussian_taps(size, sigma, dtype=torch.float64)
+    return torch.outer(g, g).to(dtype=dtype, device=device)  # (size, size)
+
+
+def gaussian_taps(
+    size: int, sigma: float, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """The normalised 1-D Gaussian ``(size,)`` whose outer product is ``gaussian_window``."""
+    if size < 1:
+        raise ValueError(f"gaussian_taps: size must be >= 1, got {size}")
+    if sigma <= 0:
+        raise ValueError(f"gaussian_taps: sigma must be > 0, got {sigma}")
     x = torch.arange(size, dtype=torch.float64) - size // 2
     g = torch.exp(-(x**2) / (2.0 * sigma**2))
-    g = g / g.sum()  # (size,)
-    return torch.outer(g, g).to(dtype=dtype, device=device)  # (size, size)
+    return (g / g.sum()).to(dtype=dtype, device=device)  # (size,)
 
 
 def ssim(
@@ -86,12 +97,16 @@ def at_least_fp32(t: torch.Tensor) -> torch.Tensor:
 def _ssim_full_precision(x: torch.Tensor, y: torch.Tensor, window: int, sigma: float, reduction: str) -> torch.Tensor:
     """``ssim`` once the inputs are at least fp32 and autocast is off."""
     channels = x.shape[1]
-    kernel = gaussian_window(window, sigma, dtype=x.dtype, device=x.device)
-    kernel = kernel.expand(channels, 1, window, window)  # (C, 1, k, k): one filter per channel
+    # the window is the outer product of a 1-D Gaussian, so the blur is a row pass then a column
+    # pass: 2k taps a pixel instead of k**2, the same sums up to rounding (zero padding included)
+    taps = gaussian_taps(window, sigma, dtype=x.dtype, device=x.device)
+    along_w = taps.view(1, 1, 1, window).expand(channels, 1, 1, window)  # one filter per channel
+    along_h = taps.view(1, 1, window, 1).expand(channels, 1, window, 1)
     pad = window // 2
 
     def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t, kernel, padding=pad, groups=channels)  # (B, C, H, W)
+        t = F.conv2d(t, along_w, padding=(0, pad), groups=channels)
+        return F.conv2d(t, along_h, padding=(pad, 0), groups=channels)  # (B, C, H, W)
 
     mu_x, mu_y = blur(x), blur(y)
     mu_xx, mu_yy, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y

@@ -261,3 +261,34 @@ def test_loss_on_real_tiny_models(variant, device):
     total.backward()
     trainable = [p for p in [*model.parameters(), *loss.parameters()] if p.requires_grad]
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainable)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 16, 16), (1, 3, 12, 20), (2, 1, 6, 6)])
+def test_separable_ssim_blur_matches_the_2d_window_convolution(shape):
+    # ssim blurs with a row pass then a column pass; the 2-D window conv it replaces is the reference
+    # (sides below the window included, where the zero padding does most of the work)
+    import torch.nn.functional as F
+
+    from haloae.losses import SSIM_C1, SSIM_C2, gaussian_window, ssim
+
+    def ssim_2d(x, y, window=11, sigma=1.5):
+        c = x.shape[1]
+        kernel = gaussian_window(window, sigma).expand(c, 1, window, window)
+
+        def blur(t):
+            return F.conv2d(t, kernel, padding=window // 2, groups=c)
+
+        mu_x, mu_y = blur(x), blur(y)
+        var_x, var_y, cov = blur(x * x) - mu_x**2, blur(y * y) - mu_y**2, blur(x * y) - mu_x * mu_y
+        num = (2 * mu_x * mu_y + SSIM_C1) * (2 * cov + SSIM_C2)
+        return (num / ((mu_x**2 + mu_y**2 + SSIM_C1) * (var_x + var_y + SSIM_C2))).mean()
+
+    torch.manual_seed(0)
+    x = torch.rand(shape)
+    y = (x + 0.2 * torch.randn(shape)).requires_grad_()
+    ref = ssim_2d(x, y)
+    (ref_grad,) = torch.autograd.grad(ref, y)
+    out = ssim(x, y)
+    (grad,) = torch.autograd.grad(out, y)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-4, atol=1e-7)

@@ -47,10 +47,7 @@ def gaussian_window(
 
     Taps are centred on ``size // 2`` (pytorch_ssim's ``gaussian``); the result sums to 1.
     """
-    if size < 1:
-        raise ValueError(f"gaussian_window: size must be >= 1, got {size}")
-    if sigma <= 0:
-        raise ValueError(f"gaussian_window: sigma must be > 0, got {sigma}")
+    _check_gaussian("gaussian_window", size, sigma)
     g = gaussian_taps(size, sigma, dtype=torch.float64)
     return torch.outer(g, g).to(dtype=dtype, device=device)  # (size, size)
 
@@ -59,13 +56,17 @@ def gaussian_taps(
     size: int, sigma: float, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
 ) -> torch.Tensor:
     """The normalised 1-D Gaussian ``(size,)`` whose outer product is ``gaussian_window``."""
-    if size < 1:
-        raise ValueError(f"gaussian_taps: size must be >= 1, got {size}")
-    if sigma <= 0:
-        raise ValueError(f"gaussian_taps: sigma must be > 0, got {sigma}")
+    _check_gaussian("gaussian_taps", size, sigma)
     x = torch.arange(size, dtype=torch.float64) - size // 2
     g = torch.exp(-(x**2) / (2.0 * sigma**2))
     return (g / g.sum()).to(dtype=dtype, device=device)  # (size,)
+
+
+def _check_gaussian(who: str, size: int, sigma: float) -> None:
+    if size < 1:
+        raise ValueError(f"{who}: size must be >= 1, got {size}")
+    if sigma <= 0:
+        raise ValueError(f"{who}: sigma must be > 0, got {sigma}")
 
 
 def ssim(

@@ -106,7 +106,7 @@ def seed_everything(seed: int) -> None:
 def build_optimizer(cfg: HaloAEConfig, params) -> torch.optim.Optimizer:
     """``optim.name``'s optimiser. Adam and AdamW run fused (torch's ``fused=True``: one kernel
     over every parameter) where torch has that kernel (float parameters on CPU or CUDA); the
-    default per-tensor loop launches several small kernels for each of the ~150 tensors."""
+    default per-tensor loop launches several small kernels for each parameter tensor."""
     o = cfg.optim
     params = list(params)
     if o.name in ("adam", "adamw"):

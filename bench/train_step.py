@@ -12,8 +12,10 @@ What is measured, per configuration (a preset, a variant, dotted overrides):
 * ``eval_img_s`` -- images per second of the evaluation forward pass (eval mode, no grad).
 * ``GFLOP/s``  -- the step's FLOPs (``torch.utils.flop_counter``: convs, matmuls, attention) over
   ``step_s``, beside a matmul peak measured in the same run (fp32 on CPU with the set threads,
-  bf16 on CUDA) before and after each configuration, so the achieved fraction of the machine
-  (against the mean of the two samples around the row) is printed, not guessed.
+  bf16 on CUDA) just before every timed step, so the achieved fraction of the machine is printed,
+  not guessed: "% peak" is the median over the timed steps of each step's rate against the peak
+  sampled next to it (a shared host's speed drifts by 10-30 % within seconds, and a ratio of
+  two samples taken apart in time measures the drift as much as the step).
 * ``epoch_s`` / ``run_h`` -- step_s x steps_per_epoch (+ validation) and x epochs: what the sweep
   cost estimate uses (``haloae sweep --dry-run``) for a preset on this machine; run_h adds compile_s.
 
@@ -118,8 +120,9 @@ def measure(label: str, cfg: HaloAEConfig, device: torch.device, batch: int, ste
         train_step(model, criterion, optimizer, images, batch, 0, autocast, cfg.train.views_apart, forward)
         sync(device)
         warm.append(time.perf_counter() - t0)
-    times = []
+    times, peaks = [], []
     for _ in range(steps):
+        peaks.append(matmul_peak_gflops(device))
         t0 = time.perf_counter()
         train_step(model, criterion, optimizer, images, batch, 0, autocast, cfg.train.views_apart, forward)
         sync(device)
@@ -148,6 +151,9 @@ def measure(label: str, cfg: HaloAEConfig, device: torch.device, batch: int, ste
         "eval_img_s": eval_img_s,
         "gflop_step": flops / 1e9,
         "gflops": flops / step_s / 1e9,
+        "peak_gflops": statistics.median(peaks),
+        "peak_samples": peaks,
+        "pct_peak": 100 * statistics.median(flops / 1e9 / t / pk for t, pk in zip(times, peaks, strict=True)),
         "peak_mib": peak_mib,
     }
 
@@ -174,32 +180,27 @@ def main(argv: list[str] | None = None) -> int:
     base = ["model.backbone.weights=random", *args.base]
     configs = [(v, HaloAEConfig.from_overrides(args.preset, base, variant=v)) for v in args.variants]
     configs += [(s, HaloAEConfig.from_overrides(args.preset, [*base, *s.split(";")])) for s in args.sets]
-    # the peak is sampled before and after every configuration, and each row's "% peak" is against
-    # the mean of the two samples around it: a shared host's speed drifts within a run, and dense
-    # matmul can drift differently from the mixed step
-    peaks = [matmul_peak_gflops(device)]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{cpu_model()}, {args.threads} threads"
     print(f"# bench/train_step.py  preset={args.preset}  device={name}  torch {torch.__version__}")
     rows = []
     for label, cfg in configs:
         batch = args.batch or cfg.train.batch_size
         row = measure(label, cfg, device, batch, args.steps, args.warmup)
-        peaks.append(matmul_peak_gflops(device))
-        row["peak_gflops"] = (peaks[-2] + peaks[-1]) / 2
         row["batch"] = batch
         # one epoch = its steps + a validation pass over ~60 images (fit's per-epoch evaluation)
         row["epoch_s"] = row["step_s"] * cfg.train.steps_per_epoch + 60 / row["eval_img_s"]
         row["run_h"] = (row["epoch_s"] * cfg.train.epochs + row["compile_s"]) / 3600  # a run compiles once
         rows.append(row)
-    print(f"# matmul peak ({'bf16' if device.type == 'cuda' else 'fp32'}), sampled before and after each "
-          f"configuration: {min(peaks):,.0f} to {max(peaks):,.0f} GFLOP/s ({' '.join(f'{x:.0f}' for x in peaks)})")
+    peaks = [pk for r in rows for pk in r["peak_samples"]]
+    print(f"# matmul peak ({'bf16' if device.type == 'cuda' else 'fp32'}), sampled before each timed step: "
+          f"{min(peaks):,.0f} to {max(peaks):,.0f} GFLOP/s, median {statistics.median(peaks):,.0f}")
     ref = rows[0]["step_s"]
     header = f"{'config':28s} {'params':>11s} {'batch':>5s} {'step_s':>8s} {'ratio':>6s} {'eval img/s':>10s} " \
              f"{'GFLOP/step':>10s} {'GFLOP/s':>9s} {'% peak':>6s} {'peak MiB':>8s} {'run h':>7s} {'compile_s':>9s}"
     print(header)
     for r in rows:
         print(f"{r['label']:28s} {r['params']:11,d} {r['batch']:5d} {r['step_s']:8.4f} {r['step_s'] / ref:6.2f} "
-              f"{r['eval_img_s']:10.1f} {r['gflop_step']:10.1f} {r['gflops']:9.1f} {100 * r['gflops'] / r['peak_gflops']:6.1f} "
+              f"{r['eval_img_s']:10.1f} {r['gflop_step']:10.1f} {r['gflops']:9.1f} {r['pct_peak']:6.1f} "
               f"{r['peak_mib']:8.0f} {r['run_h']:7.2f} {r['compile_s']:9.1f}")
     if args.json:
         args.json.write_text(json.dumps({"device": name, "peak_gflops": peaks, "preset": args.preset, "rows": rows}, indent=2))

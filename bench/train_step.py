@@ -16,6 +16,8 @@ What is measured, per configuration (a preset, a variant, dotted overrides):
   not guessed: "% peak" is the median over the timed steps of each step's rate against the peak
   sampled next to it (a shared host's speed drifts by 10-30 % within seconds, and a ratio of
   two samples taken apart in time measures the drift as much as the step).
+* ``peak MiB`` -- CUDA only: allocated-memory high-water mark over a timed step (model, optimiser
+  state and activations), reset after each peak sample so that its two matrices never count.
 * ``epoch_s`` / ``run_h`` -- step_s x steps_per_epoch (+ validation) and x epochs: what the sweep
   cost estimate uses (``haloae sweep --dry-run``) for a preset on this machine; run_h adds compile_s.
 
@@ -73,6 +75,16 @@ def matmul_peak_gflops(device: torch.device, repeats: int = 10) -> float:
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
+def reset_memory_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def memory_peak_mib(device: torch.device) -> float:
+    """The device's allocated-memory high-water mark since the last ``reset_memory_peak`` (NaN on CPU)."""
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
+
+
 def cpu_model() -> str:
     """The CPU's model name: "% peak" depends on it, as two hosts' matmul peaks can differ far
     more than their speeds on the conv-heavy step (README, "Performance")."""
@@ -120,13 +132,15 @@ def measure(label: str, cfg: HaloAEConfig, device: torch.device, batch: int, ste
         train_step(model, criterion, optimizer, images, batch, 0, autocast, cfg.train.views_apart, forward)
         sync(device)
         warm.append(time.perf_counter() - t0)
-    times, peaks = [], []
+    times, peaks, mib = [], [], []
     for _ in range(steps):
         peaks.append(matmul_peak_gflops(device))
+        reset_memory_peak(device)  # the peak sample's two matrices are no part of the step's memory
         t0 = time.perf_counter()
         train_step(model, criterion, optimizer, images, batch, 0, autocast, cfg.train.views_apart, forward)
         sync(device)
         times.append(time.perf_counter() - t0)
+        mib.append(memory_peak_mib(device))
     step_s = statistics.median(times)
     model.eval()
     eval_batch = 16
@@ -140,9 +154,8 @@ def measure(label: str, cfg: HaloAEConfig, device: torch.device, batch: int, ste
             model(x)
         sync(device)
     eval_img_s = reps * eval_batch / (time.perf_counter() - t0)
-    peak_mib = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    mib.append(memory_peak_mib(device))  # the last step and the evaluation passes
+    peak_mib = max(mib) if device.type == "cuda" else float("nan")
     return {
         "label": label,
         "params": count_parameters(model),

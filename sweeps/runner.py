@@ -229,10 +229,16 @@ def _scheduler(spec: SweepSpec):
     return FIFOScheduler()
 
 
+def run_trial(config: dict[str, Any], spec: SweepSpec, parent_run_id: str) -> None:
+    """What Tune runs in the trial process: ``sweeps.trainable.run_trial``, imported there and not
+    here (the driver never trains; haloae.train's imports would delay the first trial by ~1 s)."""
+    from sweeps.trainable import run_trial as train
+
+    train(config, spec, parent_run_id)
+
+
 def build_trainable(spec: SweepSpec, parent_run_id: str):
     from ray import tune
-
-    from sweeps.trainable import run_trial
 
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     return tune.with_resources(tune.with_parameters(run_trial, spec=spec, parent_run_id=parent_run_id), resources)

@@ -107,12 +107,13 @@ def evaluate_stopped(spec, results, trials) -> list[StoppedUnit]:
     """Every unit of every STOPPED trial (``trials``: the ``TrialOutcome`` of each Tune result in
     ``results``, same order) evaluated at its best checkpoint and logged; see the module doc."""
     from sweeps import tracking
-    from sweeps.trainable import trial_units
 
     done: list[StoppedUnit] = []
     for result, trial in zip(results, trials, strict=True):
         if trial.status != STOPPED:
             continue
+        from sweeps.trainable import trial_units  # haloae.train's imports (~1 s): only for a stopped trial
+
         epochs = int(trial.metrics.get("epoch", 0)) + 1  # the last reported epoch, counted from 1
         with ExitStack() as stack:
             checkpoint = Path(stack.enter_context(result.checkpoint.as_directory())) if result.checkpoint else None

@@ -268,3 +268,23 @@ def test_the_tracking_store_opens_while_ray_starts_and_records_nothing_before(tm
     assert seen == {"store opened during ray.init": True}
     mlf = tracking.client(spec.tracking_uri())
     assert mlf.search_runs([e.experiment_id for e in mlf.search_experiments()]) == []
+
+
+def test_the_driver_hands_tune_a_trainable_without_importing_training(tmp_path):
+    """The driver never trains: the trainable Tune pickles names the trial function by reference,
+    and haloae.train (torch, torchvision, scikit-learn: ~1 s before the first trial) is imported in
+    the trial's process only. In a fresh interpreter, where nothing imported it before."""
+    import subprocess
+    import sys
+
+    path = tiny_spec(tmp_path, "lean-driver")
+    code = (
+        "import sys, cloudpickle; from sweeps.loading import load_spec; from sweeps.runner import build_trainable; "
+        f"blob = cloudpickle.dumps(build_trainable(load_spec({str(path)!r}), 'parent')); "
+        "print(sorted(m for m in ('haloae.train', 'sweeps.trainable') if m in sys.modules), len(blob))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, check=True)
+    imported, size = done.stdout.split("]")[0] + "]", int(done.stdout.split("]")[1])
+    assert imported == "[]", done.stdout
+    assert size < 200_000  # the spec travels, not a by-value copy of the training code

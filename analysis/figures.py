@@ -63,7 +63,7 @@ def alpha_figure(runs: RunsFrame, run_id: str, out: Path, fmt: str = "png") -> P
 
 def default_images(data_root: str | Path, category: str, limit: int = 6) -> list[Path]:
     """A few test images of a category: the first of each defect type, then good ones."""
-    from haloae.data import scan_category
+    from haloae.categories import scan_category
 
     test = scan_category(Path(data_root), category).test
     firsts = {}
@@ -99,7 +99,7 @@ def overlay_scores(runs: RunsFrame, run_id: str, images: Sequence[str | Path] | 
 def ground_truth_mask(image: str | Path, size: int):
     """The (size, size) mask of an MVTec-layout test image (``<cat>/test/<defect>/<stem>.png`` ->
     ``<cat>/ground_truth/<defect>/<stem>_mask.png``), or None (a good image, or another layout)."""
-    from haloae.data import MASK_SUFFIX
+    from haloae.categories import MASK_SUFFIX
     from haloae.images import load_mask
 
     path = Path(image)

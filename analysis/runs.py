@@ -155,8 +155,7 @@ def find_parent(client, sweep: str):
 # ---------------------------------------------------------------------- params typed back
 def category_group(category: str) -> str:
     """texture | object | other: MVTec's grouping, then ``haloae.synth``'s for synthetic categories."""
-    from haloae.data import OBJECTS, TEXTURES
-    from haloae.synth import SYNTH_OBJECTS, SYNTH_TEXTURES
+    from haloae.categories import OBJECTS, SYNTH_OBJECTS, SYNTH_TEXTURES, TEXTURES
 
     if category in TEXTURES or category in SYNTH_TEXTURES:
         return "texture"
@@ -167,8 +166,7 @@ def category_group(category: str) -> str:
 
 def category_order(categories: Iterable[str]) -> list[str]:
     """Textures, then objects, then others; MVTec's order first, then synthetic, then by name."""
-    from haloae.data import CATEGORIES
-    from haloae.synth import SYNTH_CATEGORIES
+    from haloae.categories import CATEGORIES, SYNTH_CATEGORIES
 
     known = list(CATEGORIES) + list(SYNTH_CATEGORIES)
 

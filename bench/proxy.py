@@ -44,11 +44,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from haloae.categories import scan_category  # noqa: E402
 from haloae.category_data import prepare_data  # noqa: E402
 from haloae.checkpoint import load_checkpoint  # noqa: E402
 from haloae.choices import CLASSIC_ANOMALIES, REALISTIC_ANOMALIES  # noqa: E402
 from haloae.config import HaloAEConfig  # noqa: E402
-from haloae.data import TrainDataset, make_validation_set, scan_category, split_train_val  # noqa: E402
+from haloae.data import TrainDataset, make_validation_set, split_train_val  # noqa: E402
 from haloae.evaluation import FeatureCache, evaluate, final_scorer  # noqa: E402
 from haloae.scoring import pick_scoring  # noqa: E402
 from haloae.train import fit_epochs  # noqa: E402

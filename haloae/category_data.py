@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """One category's data for a run: validated, split into train / validation / test, decoded once.
 
-    prepare_data(cfg, root, category)   validate the folder first (``haloae.data.scan_category``),
+    prepare_data(cfg, root, category)   validate the folder first (``haloae.categories.scan_category``),
                                         split train/good into train and validation (held-out good
                                         images + synthetic anomalies made from them); test data is
                                         only ever *reported*
@@ -15,17 +15,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from haloae.categories import GOOD, Sample, scan_category
 from haloae.config import HaloAEConfig
-from haloae.data import (
-    GOOD,
-    EvalSet,
-    Sample,
-    TrainDataset,
-    load_eval_set,
-    make_validation_set,
-    scan_category,
-    split_train_val,
-)
+from haloae.data import EvalSet, TrainDataset, load_eval_set, make_validation_set, split_train_val
 
 _EVAL_SETS = ("train_good", "val", "test")
 

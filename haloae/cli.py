@@ -125,7 +125,8 @@ def synth(out_dir: str, categories: str | None, size: int, seed: int) -> None:
     """Write a synthetic MVTec-format dataset (textures and objects with exact defect masks).
 
     Each category appears under OUT only once it is complete: a failed run leaves nothing behind."""
-    from haloae.synth import SYNTH_CATEGORIES, generate
+    from haloae.categories import SYNTH_CATEGORIES
+    from haloae.synth import generate
 
     names = [c.strip() for c in categories.split(",")] if categories else None
     for name in names or []:

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Image and mask files read one way: decoded by their real bit depth, or refused by name.
 
-Everything that reads pixels goes through here: the dataset check (``haloae.data.scan_category``),
+Everything that reads pixels goes through here: the dataset check (``haloae.categories.scan_category``),
 the training and evaluation loaders (``haloae.data``) and prediction (``haloae.bundle``), so what
 a model is trained on and what it scores are decoded identically. The rules:
 
@@ -27,12 +27,15 @@ filter in float); masks use nearest so 0 and 1 never blend.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
 from haloae.errors import DatasetError, describe
+
+if TYPE_CHECKING:
+    import torch
 
 ImageSource = str | Path | Image.Image
 EIGHT_BIT_MODES = ("1", "L", "LA", "P", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr")
@@ -136,11 +139,15 @@ def read_rgb(source: ImageSource, size: int) -> np.ndarray:
 
 def load_image(source: ImageSource, size: int) -> torch.Tensor:
     """An image as float ``(3, size, size)`` in [0, 1]: ``read_rgb`` / 255."""
+    import torch  # here, not above: the dataset check (``check_image``) runs in a sweep's driver, without torch
+
     return torch.from_numpy(read_rgb(source, size).copy()).permute(2, 0, 1).float().div_(255.0)
 
 
 def load_mask(source: ImageSource, size: int) -> torch.Tensor:
     """A ground-truth mask as float ``(1, size, size)`` in {0, 1}: any channel > 0 is 1 (nearest resize)."""
+    import torch
+
     samples, _ = _decoded(source)
     defect = samples > 0 if samples.ndim == 2 else (samples > 0).any(axis=-1)
     if defect.shape != (size, size):

@@ -37,23 +37,9 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from haloae.categories import DEFECT_TYPES, SYNTH_CATEGORIES, SYNTH_GRAYSCALE
 from haloae.defects import RngLike, luminance, numpy_rng, skimage_texture, synthesize_anomaly_array
 from haloae.errors import DatasetError, describe
-
-SYNTH_TEXTURES = ("synth_brick", "synth_grass", "synth_gravel", "synth_weave")
-SYNTH_OBJECTS = ("synth_disc", "synth_pill")
-SYNTH_CATEGORIES = SYNTH_TEXTURES + SYNTH_OBJECTS
-SYNTH_GRAYSCALE = ("synth_gravel",)  # written as 8-bit grayscale PNGs
-
-# Three defect types per category, chosen to be plausible for it (no colour stain on grayscale).
-DEFECT_TYPES: dict[str, tuple[str, ...]] = {
-    "synth_brick": ("scratch", "hole", "stain"),
-    "synth_grass": ("stain", "perlin", "cutpaste"),
-    "synth_gravel": ("hole", "perlin", "scratch"),
-    "synth_weave": ("hole", "perlin", "cutpaste"),
-    "synth_disc": ("scratch", "hole", "stain"),
-    "synth_pill": ("scratch", "stain", "perlin"),
-}
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:

@@ -17,10 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from haloae.categories import CATEGORIES, DEFECT_TYPES
 from haloae.config import HaloAEConfig
-from haloae.data import CATEGORIES
 from haloae.presets import PRESETS
-from haloae.synth import DEFECT_TYPES
 from sweeps.schema import SweepSpec
 from sweeps.trials import build_config, count_trials, search_domains, trial_grid
 

@@ -24,18 +24,14 @@ node and category, and any knob that changes fm makes its own entry. Sizes: fm o
 ``C * (S / pool)^2`` floats, 11.5 MB with the paper's VGG19 at 256 px (an MVTec category's sets:
 several GB); the folder is not pruned.
 
-The folder is the user's own: ``$HALOAE_DATA_CACHE`` or ``<tmp>/haloae-data-cache-<uid>``,
-created with mode 0700; one owned by someone else, or writable by group or others, is refused
-(``DataCacheError``), since whoever can write there chooses the data a trial trains on.
+The folder is the user's own (``sweeps.cache_dir.private_dir``): whoever can write there chooses
+the data a trial trains on.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import stat
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -45,16 +41,10 @@ from filelock import FileLock
 from haloae.category_data import CategoryData, prepare_data
 from haloae.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from haloae.config import HaloAEConfig
-from haloae.errors import InputError
 from haloae.features import FeatureStore
-from haloae.vocab import ENV_DATA_CACHE
+from sweeps.cache_dir import DataCacheError, private_dir
 
-DEFAULT_DIR = Path(tempfile.gettempdir()) / f"haloae-data-cache-{os.getuid()}"
 FORMAT = 2  # 1: pickled CategoryData objects in a shared folder
-
-
-class DataCacheError(InputError):
-    """The cache folder is not private to the user, or an entry is damaged; the message names it."""
 
 
 def cache_key(cfg: HaloAEConfig, data_root: str | Path, category: str) -> str:
@@ -74,26 +64,6 @@ def cache_key(cfg: HaloAEConfig, data_root: str | Path, category: str) -> str:
         "format": FORMAT,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-
-
-def private_dir(cache_dir: str | Path | None = None) -> Path:
-    """The cache folder (``cache_dir``, else ``$HALOAE_DATA_CACHE``, else ``DEFAULT_DIR``), created
-    with mode 0700 if absent; ``DataCacheError`` if it is a link, not a folder, someone else's, or
-    writable by group or others."""
-    directory = Path(cache_dir or os.environ.get(ENV_DATA_CACHE) or DEFAULT_DIR)
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = os.lstat(directory)
-    fix = f"use a private folder of yours (set {ENV_DATA_CACHE})"
-    if not stat.S_ISDIR(info.st_mode):
-        raise DataCacheError(f"{directory}: the data cache must be a folder, not a link or a file; {fix}")
-    if info.st_uid != os.getuid():
-        raise DataCacheError(f"{directory}: the data cache folder belongs to uid {info.st_uid}, not to you; {fix}")
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        mode = oct(stat.S_IMODE(info.st_mode))
-        raise DataCacheError(
-            f"{directory}: the data cache folder is writable by others (mode {mode}); chmod 700 it or {fix}"
-        )
-    return directory
 
 
 def cached_category_data(

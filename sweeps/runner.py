@@ -114,11 +114,11 @@ def generate_data(spec: SweepSpec) -> None:
     synthetic = spec.data.synthetic
     if synthetic is None:
         return
-    from haloae.synth import generate
-
     root = spec.data_root()
     missing = [c for c in spec.categories() if not (root / c).is_dir()]
     if missing:
+        from haloae.synth import generate  # torch: only where there is data to draw
+
         generate(root, **{**synthetic.generate_kwargs(), "categories": missing})
 
 
@@ -133,14 +133,20 @@ def experiment_path(spec: SweepSpec) -> str:
     return f"{str(spec.sweep_dir()).rstrip('/')}/{spec.tune_dir_name()}"
 
 
+# Tune adds a CSV, a JSON and a TensorBoard result logger unless this is "1"; the sweep names the
+# first two itself. TensorBoard's (tensorboardX) imports torch into the driver, about 1.6 s as the
+# first trial starts, and writes event files nobody reads: the sweep's metrics are in MLflow.
+TUNE_OWN_LOGGERS_ENV = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
+
+
 @contextmanager
 def driver_environ(spec: SweepSpec) -> Iterator[None]:
     """What the driver sets in its environment, for the span of the sweep only: Ray's quiet logging
-    (read at ``ray.init``, and passed on to every worker) and the tracking URI (MLflow's default for
-    a client made without one). A value the caller set is left as it is; the ones added go again at
+    (read at ``ray.init``, and passed on to every worker), the tracking URI (MLflow's default for
+    a client made without one) and Tune's result loggers as the sweep names them (``_tuner``). A value the caller set is left as it is; the ones added go again at
     the end, so a caller in a notebook or a later test does not keep them (a second sweep in the
     same process would otherwise default to the first one's store)."""
-    wanted = {**QUIET_ENV, ENV_TRACKING_URI: spec.tracking_uri()}
+    wanted = {**QUIET_ENV, ENV_TRACKING_URI: spec.tracking_uri(), TUNE_OWN_LOGGERS_ENV: "1"}
     added = [key for key in wanted if key not in os.environ]
     os.environ.update({key: wanted[key] for key in added})
     try:
@@ -246,6 +252,7 @@ def build_trainable(spec: SweepSpec, parent_run_id: str):
 
 def _tuner(spec: SweepSpec, trainable, restorable: bool):
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from sweeps.reporting import progress_reporter
     from sweeps.restorable import KeepRestorable, put_back_restorable
@@ -271,7 +278,9 @@ def _tuner(spec: SweepSpec, trainable, restorable: bool):
             storage_path=str(spec.sweep_dir()),
             failure_config=tune.FailureConfig(max_failures=spec.retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[KeepRestorable()],  # the checkpoint a restore needs survives a driver kill
+            # KeepRestorable: the checkpoint a restore needs survives a driver kill; each trial's
+            # progress.csv and result.json as Tune writes them by default, without TensorBoard's files
+            callbacks=[KeepRestorable(), CSVLoggerCallback(), JsonLoggerCallback()],
             verbose=1,
             progress_reporter=progress_reporter(spec),
         ),

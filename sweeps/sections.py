@@ -11,11 +11,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_serializer, model_validator
 
+from haloae.categories import CATEGORIES, OBJECTS, SYNTH_CATEGORIES, SYNTH_OBJECTS, SYNTH_TEXTURES, TEXTURES
+from haloae.choices import SCORINGS
 from haloae.config import LOSS_TERMS
-from haloae.data import CATEGORIES, OBJECTS, TEXTURES
 from haloae.dotted import hint
-from haloae.scoring import SCORINGS
-from haloae.synth import SYNTH_CATEGORIES, SYNTH_OBJECTS, SYNTH_TEXTURES
 from haloae.vocab import DEFAULT_OBJECTIVE, OBJECTIVE_METRICS, VAL, is_leaky, leaky_refusal, metric_key, scoring_of
 from sweeps.domain import MODEL_CONFIG, Domain, bounds, config_key_problem
 from sweeps.errors import Problem, no_repeats, show, unknown

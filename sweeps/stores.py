@@ -155,7 +155,7 @@ def _use_wal(path: Path) -> None:
 
 def seed_store(path: Path, cache_dir: str | Path | None = None) -> None:
     """Create the sqlite store ``path`` as a copy of an empty store that this MLflow version has
-    already migrated, kept in the user's private cache folder (``sweeps.datacache.private_dir``).
+    already migrated, kept in the user's private cache folder (``sweeps.cache_dir.private_dir``).
 
     MLflow creates a new sqlite store by running every one of its schema migrations (alembic: ~1 s
     of a sweep's start, paid by every sweep); a copy of the migrated file costs milliseconds. The
@@ -193,7 +193,7 @@ def _store_template(cache_dir: str | Path | None) -> Path:
     from mlflow.tracking import MlflowClient
     from mlflow.version import VERSION
 
-    from sweeps.datacache import private_dir
+    from sweeps.cache_dir import private_dir
 
     # the schema is the installed MLflow's migration scripts: their names key the template (reading
     # alembic's head revision would parse every script, which is what the template saves)

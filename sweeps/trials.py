@@ -18,10 +18,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
+from haloae.categories import scan_category
 from haloae.config import ConfigError, HaloAEConfig, config_keys
-from haloae.data import DatasetError, scan_category
+from haloae.errors import DatasetError
 from sweeps.domain import Domain, config_key_problem
 from sweeps.errors import Problem, spec_error
 
@@ -156,7 +155,7 @@ def validate_trials(spec: SweepSpec) -> list[dict[str, Any]]:
 
     Starts nothing, trains nothing and writes nothing. A local storage must be a folder this user
     may write (or create). Synthetic data is not required to exist yet (the runner generates it);
-    a ``data.root`` is scanned category by category (``haloae.data.scan_category`` opens every
+    a ``data.root`` is scanned category by category (``haloae.categories.scan_category`` opens every
     image, so a bad file fails here and not hours into a sweep).
     """
     where = spec.where()
@@ -203,6 +202,14 @@ def _check_storage(spec: SweepSpec) -> None:
         raise spec_error(spec.where(), "storage", f"{shown} is not writable by this user")
 
 
+def _visible_gpus() -> int:
+    """CUDA devices this process sees; torch is imported for a trial that books a GPU only (the
+    driver of a CPU sweep never imports it: about 2 s of every command)."""
+    import torch
+
+    return torch.cuda.device_count()
+
+
 def check_resources(spec: SweepSpec, address: str | None) -> str | None:
     """One trial's ``resources`` against this machine's CPUs and visible GPUs, for the dry run.
 
@@ -211,11 +218,10 @@ def check_resources(spec: SweepSpec, address: str | None) -> str | None:
     no Ray to ask it): the one-line warning is returned, None when the trial fits here.
     """
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    gpus = torch.cuda.device_count()
     need = spec.resources
     if need.cpu > cpus:
         path, problem = "resources.cpu", f"a trial needs {need.cpu:g} CPUs but this machine has {cpus}"
-    elif need.gpu > 0 and gpus == 0:
+    elif need.gpu > 0 and _visible_gpus() == 0:
         path, problem = "resources.gpu", f"a trial needs {need.gpu:g} of a GPU but this machine has none visible"
     else:
         return None

@@ -10,22 +10,17 @@ import pytest
 import torch
 from PIL import Image
 
+from haloae.categories import CATEGORIES, GRAYSCALE, OBJECTS, TEXTURES, Sample, scan_category
 from haloae.config import CutPasteConfig, HaloAEConfig
 from haloae.cutpaste import color_jitter, cutpaste, cutpaste_scar
 from haloae.data import (
-    CATEGORIES,
-    GRAYSCALE,
-    OBJECTS,
-    TEXTURES,
     DatasetError,
     EvalSet,
-    Sample,
     TrainDataset,
     denormalize,
     load_eval_set,
     make_validation_set,
     normalize,
-    scan_category,
     split_train_val,
 )
 from haloae.images import read_rgb

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from haloae.categories import SYNTH_CATEGORIES
 from haloae.defects import ANOMALY_KINDS, synthesize_anomaly
-from haloae.synth import SYNTH_CATEGORIES, render_normal
+from haloae.synth import render_normal
 
 
 @pytest.mark.parametrize("kind", ANOMALY_KINDS)

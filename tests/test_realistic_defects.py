@@ -5,13 +5,14 @@ import numpy as np
 import pytest
 import torch
 
+from haloae.categories import SYNTH_CATEGORIES, SYNTH_OBJECTS, scan_category
 from haloae.choices import CLASSIC_ANOMALIES, REALISTIC_ANOMALIES
 from haloae.config import HaloAEConfig
-from haloae.data import make_validation_set, scan_category, split_train_val
+from haloae.data import make_validation_set, split_train_val
 from haloae.defects import synthesize_anomaly
 from haloae.errors import ConfigError
 from haloae.realistic_defects import AREA_RANGE, VISIBLE, object_foreground, synthesize_validation_anomaly
-from haloae.synth import SYNTH_CATEGORIES, SYNTH_OBJECTS, generate, render_normal
+from haloae.synth import generate, render_normal
 
 
 def _images(size: int = 64) -> list[torch.Tensor]:

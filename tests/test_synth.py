@@ -11,18 +11,19 @@ from click.testing import CliRunner
 from PIL import Image
 
 from haloae import synth
-from haloae.cli import main
-from haloae.data import CATEGORIES, scan_category
-from haloae.defects import ANOMALY_KINDS
-from haloae.errors import DatasetError
-from haloae.synth import (
+from haloae.categories import (
+    CATEGORIES,
     DEFECT_TYPES,
     SYNTH_CATEGORIES,
     SYNTH_GRAYSCALE,
     SYNTH_OBJECTS,
     SYNTH_TEXTURES,
-    generate,
+    scan_category,
 )
+from haloae.cli import main
+from haloae.defects import ANOMALY_KINDS
+from haloae.errors import DatasetError
+from haloae.synth import generate
 
 SMALL = {"size": 48, "n_train": 3, "n_test_good": 2, "n_test_defect_per_type": 2}
 

@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from haloae.categories import DEFECT_TYPES
 from haloae.config import HaloAEConfig
 from haloae.scoring import MAP_SCORINGS, SCORINGS
-from haloae.synth import DEFECT_TYPES
 from haloae.vocab import (
     CONFIG_FILE,
     METRICS_FILE,

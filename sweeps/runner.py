@@ -143,9 +143,10 @@ TUNE_OWN_LOGGERS_ENV = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
 def driver_environ(spec: SweepSpec) -> Iterator[None]:
     """What the driver sets in its environment, for the span of the sweep only: Ray's quiet logging
     (read at ``ray.init``, and passed on to every worker), the tracking URI (MLflow's default for
-    a client made without one) and Tune's result loggers as the sweep names them (``_tuner``). A value the caller set is left as it is; the ones added go again at
-    the end, so a caller in a notebook or a later test does not keep them (a second sweep in the
-    same process would otherwise default to the first one's store)."""
+    a client made without one) and Tune's result loggers as the sweep names them (``_tuner``). A
+    value the caller set is left as it is; the ones added go again at the end, so a caller in a
+    notebook or a later test does not keep them (a second sweep in the same process would otherwise
+    default to the first one's store)."""
     wanted = {**QUIET_ENV, ENV_TRACKING_URI: spec.tracking_uri(), TUNE_OWN_LOGGERS_ENV: "1"}
     added = [key for key in wanted if key not in os.environ]
     os.environ.update({key: wanted[key] for key in added})

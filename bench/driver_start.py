@@ -1,13 +1,16 @@
 # SPDX-License-Identifier: Apache-2.0
-"""What a ``haloae sweep`` command costs before any trial: the driver's own start, without torch.
+"""What a ``haloae sweep`` command costs before any trial: the driver's own start, without torch or MLflow.
 
 A sweep's driver validates the spec, scans the dataset, prices the trials, seeds the MLflow store
 and runs Ray Tune; it never trains, so it never needs torch, torchvision or scikit-learn (the
-trials import them in their own processes). Two layouts, alternating, each a fresh process:
+trials import them in their own processes), and its dry run writes nothing to MLflow, so it does
+not import MLflow either (the tracking server's check is a socket). Two layouts, alternating, each
+a fresh process:
 
     driver      ``haloae sweep SPEC --dry-run`` as installed: validation, trial list and cost
-    with torch  the same command after ``import torch, torchvision`` in that process: what every
-                command paid while the spec's schema reached torch through ``haloae.data``
+    as before   the same command after ``import torch, torchvision, mlflow`` in that process: what
+                every dry run paid while the spec's schema reached torch through ``haloae.data``
+                and the tracking check was in ``sweeps.tracking``
 
 The table gives each one's median wall time and the ratio, and the first layout's process is
 asked whether torch was imported (it must not be).
@@ -31,9 +34,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DRY_RUN = (
     "import sys\nfrom haloae.cli import main\ntry:\n    main(['sweep', sys.argv[1], '--dry-run'])\n"
     "except SystemExit as exc:\n    code = exc.code\n"
-    "print('torch imported:', 'torch' in sys.modules, file=sys.stderr)\nsys.exit(code)"
+    "print('torch imported:', 'torch' in sys.modules, '| mlflow imported:', 'mlflow' in sys.modules, file=sys.stderr)\nsys.exit(code)"
 )
-LAYOUTS = {"driver": DRY_RUN, "with torch": "import torch, torchvision\n" + DRY_RUN}
+LAYOUTS = {"driver": DRY_RUN, "as before": "import torch, torchvision, mlflow\n" + DRY_RUN}
 
 
 def timed(code: str, spec: str) -> tuple[float, str]:
@@ -63,7 +66,7 @@ def main() -> None:
     print(f"{'layout':<11} {'median s':>9}  all")
     for name, values in times.items():
         print(f"{name:<11} {medians[name]:>9.2f}  {', '.join(f'{t:.2f}' for t in values)}")
-    print(f"driver / with torch: {medians['driver'] / medians['with torch']:.2f}x")
+    print(f"driver / as before: {medians['driver'] / medians['as before']:.2f}x")
 
 
 if __name__ == "__main__":

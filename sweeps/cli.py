@@ -25,7 +25,7 @@ def sweep(spec_path: str, dry_run: bool, resume: bool, address: str | None, over
     if dry_run:
         from sweeps.cost import estimate, format_trials
         from sweeps.protocol import dry_run_stages
-        from sweeps.tracking import check_reachable
+        from sweeps.reachable import check_reachable
         from sweeps.trials import check_resources, validate_trials
 
         stages = dry_run_stages(spec)

@@ -292,12 +292,12 @@ def run_sweep(spec: SweepSpec, resume: bool = False, address: str | None = None)
     """Run (or resume) the sweep to completion and return its outcome.
 
     Raises ``SweepLockedError`` while another process runs it, ``SweepInterrupted`` on SIGINT/SIGTERM."""
-    from sweeps import tracking
+    from sweeps.reachable import check_reachable
 
     validate_trials(spec)
     if _own_cluster(address):  # a trial larger than this machine: refused before anything is written
         check_resources(spec, address)
-    tracking.check_reachable(spec.tracking_uri(), spec.where())
+    check_reachable(spec.tracking_uri(), spec.where())
     lock = SweepLock(spec.sweep_dir(), spec.name) if spec.local_storage() else None
     with lock or nullcontext(), StopSignals() as stop, driver_environ(spec):
         if lock is not None and lock.took_over:

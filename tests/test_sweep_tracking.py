@@ -10,7 +10,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from sweeps.tracking import TrackingUnreachableError, check_reachable
+from sweeps.reachable import TrackingUnreachableError, check_reachable
 from tests.helpers.sweeps import tiny_spec
 
 

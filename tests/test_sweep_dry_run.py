@@ -13,6 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from haloae.cli import main
+from tests.helpers.imports import cli_in_fresh_interpreter
 from tests.helpers.sweeps import tiny_spec
 from tests.test_sweep_loading import billion_laughs
 
@@ -122,13 +123,8 @@ def test_the_dry_run_imports_neither_torch_nor_mlflow_nor_ray(tmp_path):
     spec = tmp_path / "real.yaml"
     spec.write_text(f"name: t\ndata: {{root: {tmp_path / 'data'}, categories: [synth_disc]}}\npreset: tiny\n"
                     f"storage: {tmp_path / 'store'}\n")
-    code = (
-        "import sys\nfrom haloae.cli import main\ntry:\n    main(['sweep', sys.argv[1], '--dry-run'])\n"
-        "except SystemExit as exc:\n    print('exit', exc.code)\n"
-        "print(sorted(m for m in ('torch', 'torchvision', 'sklearn', 'mlflow', 'ray') if m in sys.modules))"
-    )
-    done = subprocess.run([sys.executable, "-c", code, str(spec)], cwd=Path(__file__).resolve().parents[1],
-                          capture_output=True, text=True, timeout=120)
-    assert done.stdout.strip().splitlines()[-2:] == ["exit 0", "[]"], (done.stdout[-1500:], done.stderr[-1500:])
+    watched = ("torch", "torchvision", "sklearn", "mlflow", "ray")
+    last_lines, done = cli_in_fresh_interpreter(["sweep", str(spec), "--dry-run"], watched, 120)
+    assert last_lines == ["exit 0", "[]"], (done.stdout[-1500:], done.stderr[-1500:])
     assert "dry run: every trial's configuration and the data are valid" in done.stdout
     assert not (tmp_path / "store").exists()

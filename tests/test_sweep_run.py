@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 import pytest
 
 from sweeps.loading import load_spec
+from tests.helpers.imports import cli_in_fresh_interpreter
 from tests.helpers.sockets import descendants
 from tests.helpers.sweeps import artifact_paths, duplicates, epoch_steps, run_spec_on_fresh_ray, tiny_spec, trial_runs
 
@@ -276,21 +277,12 @@ def test_a_sweeps_driver_never_imports_torch(tmp_path):
     driver validates, scans the data, seeds the MLflow store, runs Tune and prints the table without
     torch, torchvision or scikit-learn (about 3 s of every command); the trials import them. The
     synthetic data exists beforehand, as a real dataset would (drawing it is torch's work)."""
-    import subprocess
-    import sys
-
     from sweeps.runner import prepare
 
     path = tiny_spec(tmp_path, "torch-free-driver", data={"synthetic": {"categories": ["synth_disc"], "size": 32, "seed": 0}})
     prepare(load_spec(path))
-    code = (
-        "import sys\nfrom haloae.cli import main\ntry:\n    main(['sweep', sys.argv[1]])\nexcept SystemExit as exc:\n"
-        "    print('exit', exc.code)\nprint(sorted(m for m in ('torch', 'torchvision', 'sklearn', 'haloae.train') if m in sys.modules))"
-    )
-    done = subprocess.run([sys.executable, "-c", code, str(path)], cwd=Path(__file__).resolve().parents[1],
-                          capture_output=True, text=True, timeout=300)
-    lines = done.stdout.strip().splitlines()
-    assert lines[-2:] == ["exit 0", "[]"], (lines[-2:], done.stderr[-2000:])
+    last_lines, done = cli_in_fresh_interpreter(["sweep", str(path)], ("torch", "torchvision", "sklearn", "haloae.train"), 300)
+    assert last_lines == ["exit 0", "[]"], (last_lines, done.stderr[-2000:])
 
 
 def test_the_driver_hands_tune_a_trainable_without_importing_training(tmp_path):
